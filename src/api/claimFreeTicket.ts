@@ -1,0 +1,56 @@
+import type { AppContext } from '../context.js'
+import type { Server } from '../lexicon/index.js'
+import { ids } from '../lexicon/lexicons.js'
+import { checkClaimQuantity, claimFreeTickets } from '../tickets/claims.js'
+import { fail } from '../tickets/errors.js'
+import { hashRequest, runIdempotent } from '../tickets/idempotency.js'
+import { verifyBuyer } from './consent.js'
+import { answerReplayedRetry, appAuth, json, scopeOf } from './util.js'
+
+export default function (server: Server, ctx: AppContext) {
+  const nsid = ids.TicketsAtmosphereClaimFreeTicket
+  server.tickets.atmosphere.claimFreeTicket({
+    auth: appAuth(ctx, nsid),
+    handler: async ({ auth, input }) => {
+      const body = input.body
+      const scope = scopeOf(auth.credentials, body.environment)
+      const idempotency = body.idempotencyKey ? { ...scope, method: nsid, key: body.idempotencyKey } : null
+      const requestHash = hashRequest(body)
+      const retried = await answerReplayedRetry(ctx, auth.credentials, idempotency, requestHash)
+      if (retried) return json(retried as never)
+
+      // Both buyer fields are optional in the schema so that this answer can name the problem.
+      if (!body.buyerDid) {
+        if (body.buyerAssertionJwt) fail('InvalidRequest', 'buyerDid is required when buyerAssertionJwt is sent')
+        fail('BuyerAssertionRequired', 'free claims issue tickets to a buyer: send buyerDid and buyerAssertionJwt')
+      }
+      if (!body.buyerAssertionJwt) {
+        fail('BuyerAssertionRequired', 'buyerDid needs buyerAssertionJwt, a service-auth token from the buyer')
+      }
+      const quantity = body.quantity ?? 1
+      checkClaimQuantity(quantity)
+      const buyerDid = body.buyerDid
+
+      const result = await runIdempotent(ctx.db, idempotency, requestHash, {
+        before: () => verifyBuyer(ctx, nsid, body),
+        work: (tx) =>
+          claimFreeTickets(
+            tx,
+            {
+              scope,
+              app: auth.credentials.app,
+              eventId: body.eventId,
+              eventUri: body.eventUri,
+              tierId: body.tierId,
+              quantity,
+              buyerDid,
+              customerEmail: body.customerEmail,
+              metadata: body.metadata,
+            },
+            Date.now(),
+          ),
+      })
+      return json(result)
+    },
+  })
+}

@@ -1,0 +1,55 @@
+import type { AppContext } from '../context.js'
+import type { Server } from '../lexicon/index.js'
+import { ids } from '../lexicon/lexicons.js'
+import { fail } from '../tickets/errors.js'
+import { checkHoldItems, createHold } from '../tickets/holds.js'
+import { hashRequest, runIdempotent } from '../tickets/idempotency.js'
+import { verifyBuyer } from './consent.js'
+import { answerReplayedRetry, appAuth, json, scopeOf } from './util.js'
+
+export default function (server: Server, ctx: AppContext) {
+  const nsid = ids.TicketsAtmosphereCreateTicketHold
+  server.tickets.atmosphere.createTicketHold({
+    auth: appAuth(ctx, nsid),
+    handler: async ({ auth, input }) => {
+      const body = input.body
+      const scope = scopeOf(auth.credentials, body.environment)
+      const idempotency = body.idempotencyKey ? { ...scope, method: nsid, key: body.idempotencyKey } : null
+      const requestHash = hashRequest(body)
+      const retried = await answerReplayedRetry(ctx, auth.credentials, idempotency, requestHash)
+      if (retried) return json(retried as never)
+
+      if (body.buyerDid && !body.buyerAssertionJwt) {
+        fail('BuyerAssertionRequired', 'buyerDid needs buyerAssertionJwt, a service-auth token from the buyer; or send neither for guest checkout')
+      }
+      if (!body.buyerDid && body.buyerAssertionJwt) {
+        fail('InvalidRequest', 'buyerDid is required when buyerAssertionJwt is sent')
+      }
+      checkHoldItems(body.items)
+
+      const result = await runIdempotent(ctx.db, idempotency, requestHash, {
+        before: () => verifyBuyer(ctx, nsid, body),
+        work: (tx) =>
+          createHold(
+            tx,
+            {
+              scope,
+              app: auth.credentials.app,
+              eventId: body.eventId,
+              eventUri: body.eventUri,
+              buyerDid: body.buyerDid,
+              customerEmail: body.customerEmail,
+              items: body.items,
+              returnUrl: body.returnUrl,
+              cancelUrl: body.cancelUrl,
+              metadata: body.metadata,
+              ttlSeconds: ctx.cfg.holdTtlSeconds,
+              publicUrl: ctx.cfg.publicUrl,
+            },
+            Date.now(),
+          ),
+      })
+      return json(result)
+    },
+  })
+}

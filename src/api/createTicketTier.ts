@@ -1,0 +1,40 @@
+import type { AppContext } from '../context.js'
+import type { Server } from '../lexicon/index.js'
+import { ids } from '../lexicon/lexicons.js'
+import { bindEvent } from '../tickets/events.js'
+import { createTier } from '../tickets/tiers.js'
+import { capacityGroupSummary, eventSummary, tierSummary } from '../tickets/views.js'
+import { verifyOrganizerConsent } from './consent.js'
+import { appAuth, json, refuseReplay, scopeOf } from './util.js'
+
+export default function (server: Server, ctx: AppContext) {
+  const nsid = ids.TicketsAtmosphereCreateTicketTier
+  server.tickets.atmosphere.createTicketTier({
+    auth: appAuth(ctx, nsid),
+    handler: async ({ auth, input }) => {
+      refuseReplay(auth.credentials)
+      const body = input.body
+      const scope = scopeOf(auth.credentials, body.environment)
+      const organizerConsented = await verifyOrganizerConsent(ctx, nsid, body)
+      const nowMs = Date.now()
+      const result = await ctx.db.transaction(async (tx) => {
+        const event = await bindEvent(tx, {
+          scope,
+          organizerDid: body.organizerDid,
+          organizerConsented,
+          event: body.event,
+          updateDetails: false,
+          needsPayments: body.unitAmount > 0,
+          nowMs,
+        })
+        const { tier, group } = await createTier(tx, scope, event, body, nowMs)
+        return {
+          event: eventSummary(event),
+          tier: tierSummary(tier, event.status, nowMs),
+          ...(group ? { capacityGroup: capacityGroupSummary(group) } : {}),
+        }
+      })
+      return json(result)
+    },
+  })
+}

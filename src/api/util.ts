@@ -1,0 +1,81 @@
+import { AuthRequiredError, ForbiddenError, type MethodAuthContext } from '@atproto/xrpc-server'
+import { checkAdminBasicAuth } from '../auth/verifier.js'
+import type { AppContext } from '../context.js'
+import type { AppTable } from '../db/schema.js'
+import { getApp } from '../tickets/apps.js'
+import { parseEnvironment } from '../tickets/environment.js'
+import type { Scope } from '../tickets/events.js'
+import { findStored, replayStored, type IdempotencyScope } from '../tickets/idempotency.js'
+
+export interface AppCredentials {
+  /** The calling app's DID (the token's `iss`). */
+  appDid: string
+  app: AppTable
+  /** The token's `(iss, jti)` was seen before: only an exact idempotent retry may go on. */
+  replayed: boolean
+}
+
+export interface UserCredentials {
+  did: string
+  replayed: boolean
+}
+
+/** A registered app with the tickets module on, proven by a service-auth token for `nsid`. */
+export function appAuth(ctx: AppContext, nsid: string) {
+  return async ({ req }: MethodAuthContext): Promise<{ credentials: AppCredentials }> => {
+    const token = await ctx.authVerifier.verifyRequest(req, nsid)
+    const app = await getApp(ctx.db.db, token.iss)
+    if (!app) {
+      throw new ForbiddenError(`${token.iss} is not registered as an ATM app: ask the operator to register it`, 'AppNotRegistered')
+    }
+    if (app.ticketsEnabled !== 1) {
+      throw new ForbiddenError(`ATM Tickets is not enabled for ${token.iss}: ask the operator to enable it`, 'TicketsModuleDisabled')
+    }
+    return { credentials: { appDid: token.iss, app, replayed: token.replayed } }
+  }
+}
+
+/** Any did:plc / did:web user acting for themselves (an organizer signing in). */
+export function userAuth(ctx: AppContext, nsid: string) {
+  return async ({ req }: MethodAuthContext): Promise<{ credentials: UserCredentials }> => {
+    const token = await ctx.authVerifier.verifyRequest(req, nsid)
+    return { credentials: { did: token.iss, replayed: token.replayed } }
+  }
+}
+
+export function adminAuth(ctx: AppContext) {
+  return async ({ req }: MethodAuthContext): Promise<{ credentials: { admin: true } }> => {
+    checkAdminBasicAuth(req, ctx.adminPassword)
+    return { credentials: { admin: true } }
+  }
+}
+
+export function refuseReplay(credentials: { replayed: boolean }): void {
+  if (credentials.replayed) {
+    throw new AuthRequiredError('this token (iss, jti) was already used: mint a fresh token for every request', 'JwtReplayed')
+  }
+}
+
+export function scopeOf(credentials: AppCredentials, environment: string | undefined): Scope {
+  return { appDid: credentials.appDid, environment: parseEnvironment(environment) }
+}
+
+export function json<T>(body: T) {
+  return { encoding: 'application/json' as const, body }
+}
+
+/**
+ * A token used before may only receive the stored answer of an exact retry (same
+ * idempotencyKey, same input); anything else is JwtReplayed.
+ */
+export async function answerReplayedRetry(
+  ctx: AppContext,
+  credentials: AppCredentials,
+  scope: IdempotencyScope | null,
+  requestHash: string,
+): Promise<Record<string, unknown> | null> {
+  if (!credentials.replayed) return null
+  const stored = scope ? await findStored(ctx.db.db, scope, requestHash, Date.now()) : null
+  if (!stored) refuseReplay(credentials)
+  return replayStored(stored!)
+}

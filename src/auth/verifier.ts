@@ -1,0 +1,144 @@
+import { timingSafeEqual, createHash } from 'node:crypto'
+import type { IdResolver } from '@atproto/identity'
+import { AuthRequiredError, verifyJwt, XRPCError } from '@atproto/xrpc-server'
+import type { Request } from 'express'
+import { DomainError } from '../tickets/errors.js'
+import type { ReplayStore } from './replay-store.js'
+
+/** Longest lifetime a service-auth token or assertion may have (CONTRACT §2). */
+export const MAX_TOKEN_LIFETIME_SECONDS = 300
+
+export interface VerifiedToken {
+  iss: string
+  jti: string
+  exp: number
+  /** True when `(iss, jti)` had been used before: only an exact idempotent retry may proceed. */
+  replayed: boolean
+}
+
+interface RawClaims {
+  iss?: unknown
+  aud?: unknown
+  exp?: unknown
+  jti?: unknown
+  lxm?: unknown
+}
+
+function decodeSegment(segment: string): Record<string, unknown> | null {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'))
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null
+  } catch {
+    return null
+  }
+}
+
+function isAcceptedIssuer(iss: string): boolean {
+  // did:key proves nothing (it resolves to itself); a #fragment names a service, not the caller.
+  return /^did:(plc|web):[a-zA-Z0-9._:%-]+$/.test(iss)
+}
+
+/**
+ * Verifies AT Protocol service-auth tokens: atproto's own `verifyJwt` for type, expiry,
+ * lexicon method and signature (with one re-resolve of the issuer's key on a bad signature),
+ * and on top what the contract adds: `jti` present and single-use, lifetime at most 300 s,
+ * only did:plc / did:web issuers, two accepted audiences, and no 500 for malformed input.
+ */
+export class ServiceAuthVerifier {
+  private readonly audiences: Set<string>
+
+  constructor(
+    private readonly serviceDid: string,
+    private readonly idResolver: IdResolver,
+    private readonly replayStore: ReplayStore,
+  ) {
+    this.audiences = new Set([serviceDid, `${serviceDid}#atm_tickets`])
+  }
+
+  /** Verifies and spends a token; throws 401 AuthRequiredError with the contract's names. */
+  async verify(token: string, lxm: string): Promise<VerifiedToken> {
+    const parts = token.split('.')
+    if (parts.length !== 3) throw new AuthRequiredError('poorly formatted jwt: expected three base64url parts', 'BadJwt')
+    const header = decodeSegment(parts[0]!)
+    const claims = decodeSegment(parts[1]!) as RawClaims | null
+    if (!header || !claims) throw new AuthRequiredError('poorly formatted jwt: header and payload must be base64url JSON objects', 'BadJwt')
+    if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) {
+      throw new AuthRequiredError('jwt has no numeric "exp": mint a token with an expiry', 'BadJwt')
+    }
+    if (typeof claims.jti !== 'string' || claims.jti.length === 0 || claims.jti.length > 256) {
+      throw new AuthRequiredError('jwt has no "jti": mint a fresh token with a unique jti for every request', 'BadJwt')
+    }
+    if (typeof claims.iss !== 'string' || !isAcceptedIssuer(claims.iss)) {
+      throw new AuthRequiredError('jwt "iss" must be a did:plc or did:web without a #fragment', 'BadJwtIss')
+    }
+    const nowSeconds = Date.now() / 1000
+    if (claims.exp > nowSeconds + MAX_TOKEN_LIFETIME_SECONDS) {
+      throw new AuthRequiredError(
+        `jwt expires more than ${MAX_TOKEN_LIFETIME_SECONDS} s from now: mint a short-lived token`,
+        'BadJwtLifetime',
+      )
+    }
+    if (typeof claims.aud !== 'string' || !this.audiences.has(claims.aud)) {
+      // Expiry is reported first, as verifyJwt does.
+      if (nowSeconds > claims.exp) throw new AuthRequiredError('jwt expired', 'JwtExpired')
+      throw new AuthRequiredError(`jwt "aud" must be ${this.serviceDid}`, 'BadJwtAudience')
+    }
+
+    const payload = await verifyJwt(token, null, lxm, async (iss, forceRefresh) => {
+      try {
+        return await this.idResolver.did.resolveAtprotoKey(iss, forceRefresh)
+      } catch {
+        throw new AuthRequiredError(`could not resolve an atproto signing key for ${iss}`, 'BadJwtIss')
+      }
+    }).catch((err: unknown) => {
+      if (err instanceof XRPCError) throw err
+      throw new AuthRequiredError('could not verify jwt', 'BadJwt')
+    })
+
+    const iss = payload.iss as string
+    const replayed = !this.replayStore.spend(iss, claims.jti, Math.ceil(claims.exp * 1000))
+    return { iss, jti: claims.jti, exp: claims.exp, replayed }
+  }
+
+  /** Reads `Authorization: Bearer …` and verifies it for `lxm`. */
+  async verifyRequest(req: Request, lxm: string): Promise<VerifiedToken> {
+    const header = req.headers.authorization
+    if (!header) throw new AuthRequiredError('Authorization: Bearer <service-auth jwt> is required', 'AuthMissing')
+    const match = /^Bearer\s+(\S+)$/i.exec(header)
+    if (!match) throw new AuthRequiredError('Authorization must be "Bearer <service-auth jwt>"', 'AuthMissing')
+    return this.verify(match[1]!, lxm)
+  }
+
+  /**
+   * Checks a user's assertion (buyer or organizer) as fully as a caller's token, for the
+   * method it was sent with. Failures are named domain errors (400): InvalidAssertion, UserDidMismatch.
+   */
+  async verifyAssertion(field: string, token: string, lxm: string, expectedDid: string): Promise<void> {
+    let verified: VerifiedToken
+    try {
+      verified = await this.verify(token, lxm)
+    } catch (err) {
+      const reason = err instanceof XRPCError ? (err.errorMessage ?? err.customErrorName) : 'could not be verified'
+      const name = err instanceof XRPCError ? err.customErrorName : undefined
+      throw new DomainError('InvalidAssertion', `${field} is invalid (${name ?? 'BadJwt'}): ${reason}`)
+    }
+    if (verified.iss !== expectedDid) {
+      throw new DomainError('UserDidMismatch', `${field} was issued by ${verified.iss}, not by ${expectedDid}`)
+    }
+    if (verified.replayed) {
+      throw new DomainError('InvalidAssertion', `${field} has been used before: mint a fresh assertion for each request`)
+    }
+  }
+}
+
+/** HTTP Basic for the operator, user `admin`, compared in constant time. */
+export function checkAdminBasicAuth(req: Request, password: string): void {
+  const header = req.headers.authorization ?? ''
+  const match = /^Basic\s+(\S+)$/i.exec(header)
+  if (!match) throw new AuthRequiredError('admin methods need Authorization: Basic with user "admin"', 'AuthMissing')
+  const decoded = Buffer.from(match[1]!, 'base64').toString('utf8')
+  const digest = (value: string) => createHash('sha256').update(value).digest()
+  if (!timingSafeEqual(digest(decoded), digest(`admin:${password}`))) {
+    throw new AuthRequiredError('wrong admin user or password', 'BadAdminPassword')
+  }
+}

@@ -1,0 +1,24 @@
+import { pino, type Logger } from 'pino'
+
+export type { Logger }
+
+/** Structured JSON logs on stdout. Secrets are redacted by path, and are never put in messages. */
+export function createLogger(level: string): Logger {
+  return pino({
+    level,
+    base: { service: 'atm-tickets' },
+    redact: {
+      paths: [
+        'req.headers.authorization',
+        'headers.authorization',
+        '*.password',
+        '*.webhookSecret',
+        '*.token',
+        '*.ticketToken',
+        '*.buyerAssertionJwt',
+        '*.organizerAssertionJwt',
+      ],
+      censor: '[redacted]',
+    },
+  })
+}

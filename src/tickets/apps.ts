@@ -1,0 +1,86 @@
+import type { DbConn } from '../db/index.js'
+import type { AppTable } from '../db/schema.js'
+import { newSecret } from '../util/ids.js'
+import { fail } from './errors.js'
+
+export interface RegisterAppInput {
+  did: string
+  name?: string
+  ticketsEnabled?: boolean
+  webhookUrl?: string | null
+  eventDelivery?: string
+  rotateWebhookSecret?: boolean
+}
+
+export async function getApp(db: DbConn, did: string): Promise<AppTable | undefined> {
+  return db.selectFrom('app').selectAll().where('did', '=', did).executeTakeFirst()
+}
+
+/**
+ * Registers or updates an app (an upsert: fields left out keep their values). A webhook
+ * secret is created the first time delivery is configured, or when rotation is asked for,
+ * and is answered only then.
+ */
+export async function registerApp(
+  tx: DbConn,
+  input: RegisterAppInput,
+  opts: { devMode: boolean; nowMs: number },
+): Promise<{ app: AppTable; webhookSecret?: string }> {
+  if (input.webhookUrl) checkWebhookUrl(input.webhookUrl, opts.devMode)
+  if (input.eventDelivery !== undefined && input.eventDelivery !== 'webhook' && input.eventDelivery !== 'xrpc') {
+    fail('InvalidRequest', `eventDelivery must be "webhook" or "xrpc", got "${input.eventDelivery}"`)
+  }
+  const existing = await getApp(tx, input.did)
+  if (!existing && !input.name) fail('AppNameRequired', `app ${input.did} is new: give it a name`)
+  const merged: AppTable = {
+    did: input.did,
+    name: input.name ?? existing!.name,
+    ticketsEnabled: input.ticketsEnabled === undefined ? (existing?.ticketsEnabled ?? 1) : input.ticketsEnabled ? 1 : 0,
+    webhookUrl: input.webhookUrl === undefined ? (existing?.webhookUrl ?? null) : input.webhookUrl,
+    eventDelivery: input.eventDelivery ?? existing?.eventDelivery ?? null,
+    webhookSecret: existing?.webhookSecret ?? null,
+    createdAt: existing?.createdAt ?? opts.nowMs,
+    updatedAt: opts.nowMs,
+  }
+  if (merged.eventDelivery === null && merged.webhookUrl) merged.eventDelivery = 'webhook'
+  if (merged.eventDelivery === 'webhook' && !merged.webhookUrl) {
+    fail('InvalidWebhookUrl', 'eventDelivery "webhook" needs a webhookUrl')
+  }
+  let webhookSecret: string | undefined
+  const wantsSecret = merged.eventDelivery === 'webhook' || merged.webhookUrl !== null
+  if ((wantsSecret && merged.webhookSecret === null) || input.rotateWebhookSecret) {
+    webhookSecret = newSecret('whsec')
+    merged.webhookSecret = webhookSecret
+  }
+  if (existing) {
+    await tx.updateTable('app').set(merged).where('did', '=', input.did).execute()
+  } else {
+    await tx.insertInto('app').values(merged).execute()
+  }
+  return { app: merged, webhookSecret }
+}
+
+function checkWebhookUrl(raw: string, devMode: boolean): void {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    return fail('InvalidWebhookUrl', 'webhookUrl must be an absolute https URL')
+  }
+  if (url.username || url.password) fail('InvalidWebhookUrl', 'webhookUrl must not carry credentials')
+  if (devMode) {
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') fail('InvalidWebhookUrl', 'webhookUrl must be http(s)')
+    return
+  }
+  if (url.protocol !== 'https:') fail('InvalidWebhookUrl', 'webhookUrl must use https (plain http is allowed only with ATM_DEV_MODE=true)')
+  const host = url.hostname.replace(/^\[|\]$/g, '')
+  const privateHost =
+    host === 'localhost' ||
+    host.endsWith('.localhost') ||
+    /^(127\.|10\.|192\.168\.|169\.254\.|0\.)/.test(host) ||
+    /^172\.(1[6-9]|2\d|3[01])\./.test(host) ||
+    host === '::1' ||
+    /^f[cd]/i.test(host) ||
+    /^fe80:/i.test(host)
+  if (privateHost) fail('InvalidWebhookUrl', 'webhookUrl must be a public host (loopback and private addresses are refused)')
+}

@@ -1,0 +1,199 @@
+import { sql } from 'kysely'
+import type { DbConn } from '../db/index.js'
+import type { CapacityGroupTable, TierTable } from '../db/schema.js'
+
+/*
+ * Capacity accounting.
+ *
+ * Each tier and capacity group keeps two counters: `sold` (tickets issued) and `held` (units
+ * in holds still counted). A hold item stays counted (`holdItem.counted = 1`) until its hold
+ * is released, completed, or found expired. Nothing has to run when a hold expires:
+ *
+ * - readers subtract the counted-but-expired units (`expiredUnits`), found through a partial
+ *   index that holds only counted items, so they touch live holds only;
+ * - writers first "reap" those expired items for the tiers and groups they are about to
+ *   change (uncount them and lower the counters), inside their BEGIN IMMEDIATE transaction,
+ *   so the counters they check are exact.
+ *
+ * Invariant, for every tier and group at every instant: sold + (held − expired) ≤ total.
+ */
+
+export interface Usage {
+  total: number
+  held: number
+  sold: number
+  remaining: number
+}
+
+export function usage(total: number, heldCounter: number, expired: number, sold: number): Usage {
+  const held = Math.max(0, heldCounter - expired)
+  return { total, held, sold, remaining: Math.max(0, total - sold - held) }
+}
+
+export async function expiredUnitsByTier(db: DbConn, tierIds: string[], nowMs: number): Promise<Map<string, number>> {
+  const result = new Map<string, number>()
+  if (tierIds.length === 0) return result
+  const rows = await db
+    .selectFrom('holdItem')
+    .select(['tierId', sql<number>`SUM(quantity)`.as('units')])
+    .where('counted', '=', 1)
+    .where('tierId', 'in', tierIds)
+    .where('expiresAt', '<=', nowMs)
+    .groupBy('tierId')
+    .execute()
+  for (const row of rows) result.set(row.tierId, Number(row.units))
+  return result
+}
+
+export async function expiredUnitsByGroup(db: DbConn, groupIds: string[], nowMs: number): Promise<Map<string, number>> {
+  const result = new Map<string, number>()
+  if (groupIds.length === 0) return result
+  const rows = await db
+    .selectFrom('holdItem')
+    .select(['capacityGroupId', sql<number>`SUM(quantity)`.as('units')])
+    .where('counted', '=', 1)
+    .where('capacityGroupId', 'in', groupIds)
+    .where('expiresAt', '<=', nowMs)
+    .groupBy('capacityGroupId')
+    .execute()
+  for (const row of rows) if (row.capacityGroupId) result.set(row.capacityGroupId, Number(row.units))
+  return result
+}
+
+/**
+ * Uncounts every expired hold item of these tiers and groups and lowers their `held`
+ * counters. Must run inside a write transaction, before capacity is checked.
+ */
+export async function reapExpired(tx: DbConn, tierIds: string[], groupIds: string[], nowMs: number): Promise<void> {
+  if (tierIds.length === 0 && groupIds.length === 0) return
+  let query = tx
+    .selectFrom('holdItem')
+    .select(['holdId', 'tierId', 'capacityGroupId', 'quantity'])
+    .where('counted', '=', 1)
+    .where('expiresAt', '<=', nowMs)
+  query = query.where((eb) => {
+    const ors = []
+    if (tierIds.length > 0) ors.push(eb('tierId', 'in', tierIds))
+    if (groupIds.length > 0) ors.push(eb('capacityGroupId', 'in', groupIds))
+    return eb.or(ors)
+  })
+  const expired = await query.execute()
+  if (expired.length === 0) return
+  await uncountItems(tx, expired)
+}
+
+/** Removes items from the held counters (release, completion, expiry). */
+export async function uncountItems(
+  tx: DbConn,
+  items: Array<{ holdId: string; tierId: string; capacityGroupId: string | null; quantity: number }>,
+): Promise<void> {
+  const byTier = new Map<string, number>()
+  const byGroup = new Map<string, number>()
+  for (const item of items) {
+    await tx
+      .updateTable('holdItem')
+      .set({ counted: 0 })
+      .where('holdId', '=', item.holdId)
+      .where('tierId', '=', item.tierId)
+      .where('counted', '=', 1)
+      .execute()
+    byTier.set(item.tierId, (byTier.get(item.tierId) ?? 0) + item.quantity)
+    if (item.capacityGroupId) byGroup.set(item.capacityGroupId, (byGroup.get(item.capacityGroupId) ?? 0) + item.quantity)
+  }
+  for (const [tierId, units] of byTier) {
+    await tx.updateTable('tier').set({ held: sql`held - ${units}` }).where('id', '=', tierId).execute()
+  }
+  for (const [groupId, units] of byGroup) {
+    await tx.updateTable('capacityGroup').set({ held: sql`held - ${units}` }).where('id', '=', groupId).execute()
+  }
+}
+
+export interface TierWithUsage {
+  tier: TierTable
+  usage: Usage
+  group: (CapacityGroupTable & { usage: Usage }) | null
+  /** The lesser of the tier's and its group's remaining. */
+  remaining: number
+}
+
+/** Reads tiers and their groups with live usage; no writes, safe outside a transaction. */
+export async function loadUsage(
+  db: DbConn,
+  tiers: TierTable[],
+  nowMs: number,
+): Promise<{ tiers: TierWithUsage[]; groups: Map<string, CapacityGroupTable & { usage: Usage }> }> {
+  const groupIds = [...new Set(tiers.map((t) => t.capacityGroupId).filter((id): id is string => !!id))]
+  const groupRows = groupIds.length
+    ? await db.selectFrom('capacityGroup').selectAll().where('id', 'in', groupIds).execute()
+    : []
+  return withUsage(db, tiers, groupRows, nowMs)
+}
+
+export async function withUsage(
+  db: DbConn,
+  tiers: TierTable[],
+  groupRows: CapacityGroupTable[],
+  nowMs: number,
+): Promise<{ tiers: TierWithUsage[]; groups: Map<string, CapacityGroupTable & { usage: Usage }> }> {
+  const expiredTier = await expiredUnitsByTier(db, tiers.map((t) => t.id), nowMs)
+  const expiredGroup = await expiredUnitsByGroup(db, groupRows.map((g) => g.id), nowMs)
+  const groups = new Map<string, CapacityGroupTable & { usage: Usage }>()
+  for (const group of groupRows) {
+    groups.set(group.id, {
+      ...group,
+      usage: usage(group.totalCapacity, group.held, expiredGroup.get(group.id) ?? 0, group.sold),
+    })
+  }
+  const result = tiers.map((tier) => {
+    const tierUsage = usage(tier.quantityTotal, tier.held, expiredTier.get(tier.id) ?? 0, tier.sold)
+    const group = tier.capacityGroupId ? (groups.get(tier.capacityGroupId) ?? null) : null
+    const remaining = group ? Math.min(tierUsage.remaining, group.usage.remaining) : tierUsage.remaining
+    return { tier, usage: tierUsage, group, remaining }
+  })
+  return { tiers: result, groups }
+}
+
+/**
+ * An event's capacity and remaining, counting each group once: a group caps its tiers
+ * together, and can never offer more than its tiers' own totals.
+ */
+export function eventCapacity(tiers: TierWithUsage[]): { capacity: number; remaining: number } {
+  let capacity = 0
+  let remaining = 0
+  const grouped = new Map<string, { group: CapacityGroupTable & { usage: Usage }; total: number; remaining: number }>()
+  for (const entry of tiers) {
+    if (entry.tier.status === 'archived') continue
+    if (entry.group) {
+      const acc = grouped.get(entry.group.id) ?? { group: entry.group, total: 0, remaining: 0 }
+      acc.total += entry.tier.quantityTotal
+      acc.remaining += entry.usage.remaining
+      grouped.set(entry.group.id, acc)
+    } else {
+      capacity += entry.tier.quantityTotal
+      remaining += entry.usage.remaining
+    }
+  }
+  for (const acc of grouped.values()) {
+    if (acc.group.status === 'archived') continue
+    capacity += Math.min(acc.group.totalCapacity, acc.total)
+    remaining += Math.min(acc.group.usage.remaining, acc.remaining)
+  }
+  return { capacity, remaining }
+}
+
+export function isScarce(capacity: number, remaining: number): boolean {
+  return capacity > 0 && remaining <= capacity * 0.1
+}
+
+export function isOnSale(
+  tier: Pick<TierTable, 'status' | 'saleStartsAt' | 'saleEndsAt'>,
+  eventStatus: string,
+  groupStatus: string | null,
+  nowMs: number,
+): boolean {
+  if (tier.status !== 'active' || eventStatus !== 'active') return false
+  if (groupStatus !== null && groupStatus !== 'active') return false
+  if (tier.saleStartsAt !== null && tier.saleStartsAt > nowMs) return false
+  if (tier.saleEndsAt !== null && tier.saleEndsAt <= nowMs) return false
+  return true
+}

@@ -1,0 +1,248 @@
+import { sql } from 'kysely'
+import type { DbConn } from '../db/index.js'
+import type { AppTable, EventTable, HoldItemTable, HoldTable, TierTable } from '../db/schema.js'
+import { newId, newSecret } from '../util/ids.js'
+import { isOnSale, loadUsage, reapExpired, uncountItems } from './capacity.js'
+import { fail } from './errors.js'
+import { getEvent, type Scope } from './events.js'
+import { requireOrganizer } from './organizers.js'
+import { enqueueAppEvent } from './outbox.js'
+import { eventAvailability } from './tiers.js'
+import { holdItemView, holdStatus } from './views.js'
+
+export interface HoldRequest {
+  scope: Scope
+  app: AppTable
+  eventId?: string
+  eventUri?: string
+  buyerDid?: string | null
+  customerEmail?: string | null
+  items: Array<{ tierId: string; quantity: number }>
+  returnUrl?: string
+  cancelUrl?: string
+  metadata?: Record<string, unknown>
+  ttlSeconds: number
+  publicUrl: string
+}
+
+export function checkoutUrl(publicUrl: string, hold: Pick<HoldTable, 'id' | 'token'>): string {
+  return `${publicUrl}/checkout/${hold.id}?token=${encodeURIComponent(hold.token)}`
+}
+
+/** Checks that need no database: the same tier twice, quantities below one. */
+export function checkHoldItems(items: Array<{ tierId: string; quantity: number }>): void {
+  const seen = new Set<string>()
+  for (const [index, item] of items.entries()) {
+    if (seen.has(item.tierId)) fail('InvalidItems', `items[${index}]: tier ${item.tierId} appears twice; put its whole quantity in one item`)
+    seen.add(item.tierId)
+    if (!Number.isInteger(item.quantity) || item.quantity < 1) {
+      fail('InvalidQuantity', `items[${index}].quantity must be at least 1, got ${item.quantity}`)
+    }
+  }
+}
+
+/**
+ * The check-and-take. Runs inside one BEGIN IMMEDIATE transaction: every tier of the hold is
+ * checked against its own total and its group's, after expired holds are uncounted, and the
+ * capacity of all items is taken together or not at all.
+ */
+export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
+  const { scope } = req
+  checkHoldItems(req.items)
+  const tierIds = req.items.map((item) => item.tierId)
+  const tierRows = await tx
+    .selectFrom('tier')
+    .selectAll()
+    .where('id', 'in', tierIds)
+    .where('appDid', '=', scope.appDid)
+    .where('environment', '=', scope.environment)
+    .execute()
+  const tiersById = new Map(tierRows.map((tier) => [tier.id, tier]))
+  const missing = tierIds.filter((id) => !tiersById.has(id))
+  if (missing.length > 0) fail('TicketTierNotFound', `ticket tier(s) not found for this app in ${scope.environment}: ${missing.join(', ')}`)
+
+  const eventIds = new Set(tierRows.map((tier) => tier.eventId))
+  if (eventIds.size > 1) fail('MixedEvents', 'a ticket hold can only contain tiers of one event: make one hold per event')
+  const event = (await getEvent(tx, scope, tierRows[0]!.eventId))!
+  if ((req.eventId && req.eventId !== event.id) || (req.eventUri && req.eventUri !== event.uri)) {
+    fail('MixedEvents', `the tiers belong to event ${event.id}, not to the event named in the request`)
+  }
+  const currencies = new Set(tierRows.map((tier) => tier.currency))
+  if (currencies.size > 1) fail('MixedCurrency', `a ticket hold can only use one currency, these tiers use ${[...currencies].join(', ')}`)
+
+  const { tiers: withUsage } = await loadUsage(tx, tierRows, nowMs)
+  for (const item of req.items) {
+    const entry = withUsage.find((t) => t.tier.id === item.tierId)!
+    const { tier } = entry
+    if (tier.unitAmount === 0) fail('FreeTicketRequiresClaim', `tier ${tier.id} is free: use tickets.atmosphere.claimFreeTicket`)
+    if (!isOnSale(tier, event.status, entry.group?.status ?? null, nowMs)) {
+      fail('TicketsUnavailable', `tier ${tier.id} is not on sale now (${saleState(tier, event, nowMs)})`)
+    }
+    if (item.quantity > tier.maxPerOrder) {
+      fail('QuantityTooHigh', `tier ${tier.id} allows at most ${tier.maxPerOrder} per order, asked for ${item.quantity}`)
+    }
+  }
+  await requireOrganizer(tx, event.organizerDid, scope.environment, true)
+
+  // Capacity: uncount expired holds of these tiers and groups, then check the exact counters.
+  const groupIds = [...new Set(tierRows.map((t) => t.capacityGroupId).filter((id): id is string => !!id))]
+  await reapExpired(tx, tierIds, groupIds, nowMs)
+  const freshTiers = await tx.selectFrom('tier').selectAll().where('id', 'in', tierIds).execute()
+  const freshGroups = groupIds.length
+    ? await tx.selectFrom('capacityGroup').selectAll().where('id', 'in', groupIds).execute()
+    : []
+  const askedPerGroup = new Map<string, number>()
+  for (const item of req.items) {
+    const tier = freshTiers.find((t) => t.id === item.tierId)!
+    const remaining = tier.quantityTotal - tier.sold - tier.held
+    if (item.quantity > remaining) {
+      fail('InsufficientTicketCapacity', `tier ${tier.id} has ${Math.max(0, remaining)} left, asked for ${item.quantity}`)
+    }
+    if (tier.capacityGroupId) askedPerGroup.set(tier.capacityGroupId, (askedPerGroup.get(tier.capacityGroupId) ?? 0) + item.quantity)
+  }
+  for (const [groupId, asked] of askedPerGroup) {
+    const group = freshGroups.find((g) => g.id === groupId)!
+    const remaining = group.totalCapacity - group.sold - group.held
+    if (asked > remaining) {
+      fail('InsufficientTicketCapacity', `capacity group ${groupId} has ${Math.max(0, remaining)} left, asked for ${asked}`)
+    }
+  }
+
+  const holdId = newId('hold')
+  const expiresAt = nowMs + req.ttlSeconds * 1000
+  const items: HoldItemTable[] = req.items.map((item) => {
+    const tier = tiersById.get(item.tierId)!
+    return {
+      holdId,
+      tierId: tier.id,
+      capacityGroupId: tier.capacityGroupId,
+      title: tier.title,
+      quantity: item.quantity,
+      unitAmount: tier.unitAmount,
+      currency: tier.currency,
+      expiresAt,
+      counted: 1,
+    }
+  })
+  const hold: HoldTable = {
+    id: holdId,
+    appDid: scope.appDid,
+    environment: scope.environment,
+    eventId: event.id,
+    token: newSecret('hold_tok'),
+    buyerDid: req.buyerDid ?? null,
+    customerEmail: req.customerEmail ?? null,
+    status: 'active',
+    expiresAt,
+    amountCents: items.reduce((sum, item) => sum + item.unitAmount * item.quantity, 0),
+    currency: tierRows[0]!.currency,
+    returnUrl: req.returnUrl ?? null,
+    cancelUrl: req.cancelUrl ?? null,
+    metadata: req.metadata ? JSON.stringify(req.metadata) : null,
+    createdAt: nowMs,
+    releasedAt: null,
+    releaseReason: null,
+    completedAt: null,
+    paymentId: null,
+  }
+  await tx.insertInto('hold').values(hold).execute()
+  await tx.insertInto('holdItem').values(items).execute()
+  for (const item of items) {
+    await tx.updateTable('tier').set({ held: sql`held + ${item.quantity}` }).where('id', '=', item.tierId).execute()
+  }
+  for (const [groupId, asked] of askedPerGroup) {
+    await tx.updateTable('capacityGroup').set({ held: sql`held + ${asked}` }).where('id', '=', groupId).execute()
+  }
+
+  const output = {
+    holdId,
+    token: hold.token,
+    url: checkoutUrl(req.publicUrl, hold),
+    environment: scope.environment,
+    expiresAt: new Date(expiresAt).toISOString(),
+    amountCents: hold.amountCents,
+    currency: hold.currency,
+    items: items.map(holdItemView),
+  }
+  await enqueueAppEvent(
+    tx,
+    req.app,
+    scope.environment,
+    'ticket.hold.created',
+    {
+      eventId: event.id,
+      eventUri: event.uri ?? undefined,
+      holdId,
+      hold: {
+        id: holdId,
+        eventId: event.id,
+        amount: hold.amountCents,
+        currency: hold.currency,
+        quantityTotal: items.reduce((sum, item) => sum + item.quantity, 0),
+        items: output.items,
+        expiresAt: output.expiresAt,
+        buyerDid: hold.buyerDid ?? undefined,
+      },
+    },
+    nowMs,
+  )
+  return output
+}
+
+export function saleState(tier: TierTable, event: EventTable, nowMs: number): string {
+  if (event.status !== 'active') return `event is ${event.status}`
+  if (tier.status !== 'active') return `tier is ${tier.status}`
+  if (tier.saleStartsAt !== null && tier.saleStartsAt > nowMs) return `sale starts ${new Date(tier.saleStartsAt).toISOString()}`
+  if (tier.saleEndsAt !== null && tier.saleEndsAt <= nowMs) return `sale ended ${new Date(tier.saleEndsAt).toISOString()}`
+  return 'capacity group is archived'
+}
+
+export async function getHold(db: DbConn, scope: Scope, holdId: string) {
+  const hold = await db
+    .selectFrom('hold')
+    .selectAll()
+    .where('id', '=', holdId)
+    .where('appDid', '=', scope.appDid)
+    .where('environment', '=', scope.environment)
+    .executeTakeFirst()
+  if (!hold) fail('HoldNotFound', `no hold ${holdId} for this app in ${scope.environment}`)
+  const items = await db.selectFrom('holdItem').selectAll().where('holdId', '=', holdId).execute()
+  const event = await getEvent(db, scope, hold.eventId)
+  return { hold, items, event: event! }
+}
+
+/**
+ * Gives a hold's capacity back at once. Releasing a hold that is already released or expired
+ * answers its status again; a completed hold was paid for and cannot be released.
+ */
+export async function releaseHold(tx: DbConn, scope: Scope, holdId: string, reason: string | undefined, nowMs: number) {
+  const { hold, items, event } = await getHold(tx, scope, holdId)
+  if (hold.status === 'completed') {
+    fail('HoldAlreadyCompleted', `hold ${holdId} was paid for: refund its tickets instead of releasing it`)
+  }
+  let current: HoldTable = hold
+  if (hold.status === 'active') {
+    await uncountItems(tx, items.filter((item) => item.counted === 1))
+    // An expired hold stays "expired": its capacity was already free, nothing is released.
+    if (hold.expiresAt > nowMs) {
+      const changes = { status: 'released', releasedAt: nowMs, releaseReason: reason ?? null }
+      await tx.updateTable('hold').set(changes).where('id', '=', hold.id).execute()
+      current = { ...hold, ...changes }
+    }
+  }
+  const availability = await eventAvailability(tx, event, nowMs)
+  const heldTiers = new Set(items.map((item) => item.tierId))
+  return {
+    hold: {
+      id: current.id,
+      holdId: current.id,
+      status: holdStatus(current, nowMs),
+      releasedAt: current.releasedAt === null ? undefined : new Date(current.releasedAt).toISOString(),
+      releaseReason: current.releaseReason ?? undefined,
+    },
+    availability: availability.tiers
+      .filter((entry) => heldTiers.has(entry.tier.id))
+      .map((entry) => ({ tierId: entry.tier.id, remaining: entry.remaining })),
+    scarcity: availability.scarcity,
+  }
+}

@@ -1,0 +1,157 @@
+import { createHash } from 'node:crypto'
+import type { Database, DbConn } from '../db/index.js'
+import { DomainError, fail } from './errors.js'
+
+/** Keys are remembered for 24 h (CONTRACT §5.4). */
+export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
+/** A pending key older than this belongs to a request that died (a crash): it may be taken over. */
+const ABANDONED_AFTER_MS = 60_000
+
+export interface IdempotencyScope {
+  appDid: string
+  environment: string
+  method: string
+  key: string
+}
+
+export type StoredResponse =
+  | { ok: true; body: Record<string, unknown> }
+  | { ok: false; errorName: string; message: string; kind: DomainError['kind'] }
+
+function canonical(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(canonical)
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.keys(value as Record<string, unknown>)
+        .sort()
+        .map((key) => [key, canonical((value as Record<string, unknown>)[key])]),
+    )
+  }
+  return value
+}
+
+/** Same input, same hash, whatever the key order the caller's JSON had. */
+export function hashRequest(input: unknown): string {
+  return createHash('sha256').update(JSON.stringify(canonical(input))).digest('hex')
+}
+
+export type ClaimResult = { kind: 'claimed' } | { kind: 'stored'; response: StoredResponse }
+
+async function readRecord(db: DbConn, scope: IdempotencyScope, nowMs: number) {
+  return db
+    .selectFrom('idempotency')
+    .selectAll()
+    .where('appDid', '=', scope.appDid)
+    .where('environment', '=', scope.environment)
+    .where('method', '=', scope.method)
+    .where('key', '=', scope.key)
+    .where('createdAt', '>', nowMs - IDEMPOTENCY_TTL_MS)
+    .executeTakeFirst()
+}
+
+/**
+ * Looks up a key for a request with this hash: a stored answer is returned as is; a different
+ * input under the same key is IdempotencyKeyMismatch; a first request still running is
+ * IdempotencyKeyInUse. Otherwise the key is taken (pending) for this request.
+ */
+export async function claimKey(tx: DbConn, scope: IdempotencyScope, requestHash: string, nowMs: number): Promise<ClaimResult> {
+  const record = await readRecord(tx, scope, nowMs)
+  if (record) {
+    if (record.requestHash !== requestHash) {
+      fail(
+        'IdempotencyKeyMismatch',
+        `idempotencyKey "${scope.key}" was used with a different request in the last 24 h: use a new key for a new request`,
+        'conflict',
+      )
+    }
+    if (record.state === 'done') return { kind: 'stored', response: JSON.parse(record.response!) as StoredResponse }
+    if (nowMs - record.createdAt < ABANDONED_AFTER_MS) {
+      fail('IdempotencyKeyInUse', `a request with idempotencyKey "${scope.key}" is still running: retry in a moment`, 'conflict')
+    }
+  }
+  await tx
+    .insertInto('idempotency')
+    .values({ ...scope, requestHash, state: 'pending', response: null, createdAt: nowMs })
+    .onConflict((oc) => oc.columns(['appDid', 'environment', 'method', 'key']).doUpdateSet({ requestHash, state: 'pending', response: null, createdAt: nowMs }))
+    .execute()
+  return { kind: 'claimed' }
+}
+
+/** Looks up a finished answer for an exact retry (a replayed token may only receive this). */
+export async function findStored(db: DbConn, scope: IdempotencyScope, requestHash: string, nowMs: number): Promise<StoredResponse | null> {
+  const record = await readRecord(db, scope, nowMs)
+  if (!record || record.requestHash !== requestHash) return null
+  if (record.state !== 'done') {
+    fail('IdempotencyKeyInUse', `a request with idempotencyKey "${scope.key}" is still running: retry in a moment`, 'conflict')
+  }
+  return JSON.parse(record.response!) as StoredResponse
+}
+
+export async function storeResponse(tx: DbConn, scope: IdempotencyScope, response: StoredResponse): Promise<void> {
+  await tx
+    .updateTable('idempotency')
+    .set({ state: 'done', response: JSON.stringify(response) })
+    .where('appDid', '=', scope.appDid)
+    .where('environment', '=', scope.environment)
+    .where('method', '=', scope.method)
+    .where('key', '=', scope.key)
+    .execute()
+}
+
+/** Frees a key whose request failed for a reason that is not a named answer (a 500). */
+export async function releaseKey(tx: DbConn, scope: IdempotencyScope): Promise<void> {
+  await tx
+    .deleteFrom('idempotency')
+    .where('appDid', '=', scope.appDid)
+    .where('environment', '=', scope.environment)
+    .where('method', '=', scope.method)
+    .where('key', '=', scope.key)
+    .where('state', '=', 'pending')
+    .execute()
+}
+
+export function replayStored(response: StoredResponse): Record<string, unknown> {
+  if (response.ok) return { ...response.body, reused: true }
+  throw new DomainError(response.errorName, response.message, response.kind)
+}
+
+export async function purgeExpiredKeys(db: DbConn, nowMs = Date.now()): Promise<void> {
+  await db.deleteFrom('idempotency').where('createdAt', '<', nowMs - IDEMPOTENCY_TTL_MS).execute()
+}
+
+/**
+ * Runs a request under an optional idempotency key: the key is taken first (so a concurrent
+ * twin answers IdempotencyKeyInUse instead of taking capacity again), then `before` runs
+ * outside any transaction (slow checks such as assertion signatures), then `work` runs in
+ * one write transaction together with storing its answer. A named failure is stored too.
+ */
+export async function runIdempotent<T extends Record<string, unknown>>(
+  database: Database,
+  scope: IdempotencyScope | null,
+  requestHash: string,
+  steps: { before?: () => Promise<void>; work: (tx: DbConn) => Promise<T> },
+): Promise<T & { reused?: boolean }> {
+  if (!scope) {
+    await steps.before?.()
+    return database.transaction(steps.work)
+  }
+  const claim = await database.transaction((tx) => claimKey(tx, scope, requestHash, Date.now()))
+  if (claim.kind === 'stored') return replayStored(claim.response) as T & { reused: true }
+  try {
+    await steps.before?.()
+    return await database.transaction(async (tx) => {
+      const body = await steps.work(tx)
+      await storeResponse(tx, scope, { ok: true, body })
+      return body
+    })
+  } catch (err) {
+    if (err instanceof DomainError) {
+      await database.transaction((tx) =>
+        storeResponse(tx, scope, { ok: false, errorName: err.errorName, message: err.message, kind: err.kind }),
+      )
+    } else {
+      await database.transaction((tx) => releaseKey(tx, scope)).catch(() => undefined)
+    }
+    throw err
+  }
+}

@@ -1,0 +1,14 @@
+import { randomBytes } from 'node:crypto'
+import { base58btc } from 'multiformats/bases/base58'
+
+export type IdPrefix = 'evt' | 'cg' | 'tier' | 'hold' | 'claim' | 'pay' | 'tkt' | 'cil' | 'chk' | 'dlv'
+
+/** Prefixed, unguessable identifiers (128 random bits), Stripe style: `hold_3xK…`. */
+export function newId(prefix: IdPrefix): string {
+  return `${prefix}_${base58btc.baseEncode(randomBytes(16))}`
+}
+
+/** A bearer secret (256 random bits): hold checkout tokens, ticket scan tokens, webhook secrets. */
+export function newSecret(prefix: string): string {
+  return `${prefix}_${randomBytes(32).toString('base64url')}`
+}
