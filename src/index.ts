@@ -1,6 +1,13 @@
 import { once } from 'node:events'
 import type http from 'node:http'
-import { ForbiddenError, InternalServerError, InvalidRequestError, type ResponseType, XRPCError } from '@atproto/xrpc-server'
+import {
+  ForbiddenError,
+  InternalServerError,
+  InvalidRequestError,
+  MethodNotImplementedError,
+  type ResponseType,
+  XRPCError,
+} from '@atproto/xrpc-server'
 import express from 'express'
 import { registerMethods } from './api/index.js'
 import { createContext, type AppContext } from './context.js'
@@ -44,6 +51,8 @@ export class AtmService {
       validateResponse: false,
       payload: { jsonLimit: 256 * 1024, textLimit: 100 * 1024, blobLimit: 1024 * 1024 },
       errorParser: (err) => toXrpcError(err, logger),
+      // Methods with a lexicon but no handler yet answer 501, as unknown methods do.
+      catchall: (req, _res, next) => next(new MethodNotImplementedError(`${req.path.slice(6)} is not served by this server yet`)),
     })
     registerMethods(xrpc, ctx)
 

@@ -1,4 +1,5 @@
 import { AtUri } from '@atproto/api'
+import { CID } from 'multiformats/cid'
 import type { Environment } from '../config.js'
 import type { DbConn } from '../db/index.js'
 import type { EventTable } from '../db/schema.js'
@@ -16,7 +17,7 @@ export const EVENT_STATUSES = ['active', 'paused', 'archived'] as const
 
 export function checkEventStatus(status: string | undefined): void {
   if (status !== undefined && !(EVENT_STATUSES as readonly string[]).includes(status)) {
-    fail('InvalidRequest', `status must be one of ${EVENT_STATUSES.join(', ')}, got "${status}"`)
+    fail('InvalidEvent', `status must be one of ${EVENT_STATUSES.join(', ')}, got "${status}"`)
   }
 }
 
@@ -90,6 +91,7 @@ export async function bindEvent(tx: DbConn, req: BindEventRequest): Promise<Even
   checkEventStatus(req.status)
   if (!input.uri && !input.eventId) fail('InvalidEvent', 'event needs a uri (the at-uri of the event record) or an eventId')
   if (input.uri) checkEventUri(input.uri)
+  if (input.cid) checkEventCid('event.cid', input.cid)
 
   const existing = input.eventId ? await getEvent(tx, scope, input.eventId) : await getEventByUri(tx, scope, input.uri!)
   if (input.eventId && !existing) fail('EventNotFound', `no ticketed event ${input.eventId} for this app in ${scope.environment}`)
@@ -174,6 +176,15 @@ function checkEventUri(uri: string): void {
   }
 }
 
+/** The CID of the event record's version, as a PDS answers it (multiformats parses it). */
+function checkEventCid(field: string, cid: string): void {
+  try {
+    CID.parse(cid)
+  } catch {
+    fail('InvalidEvent', `${field} must be the CID of the event record, got "${cid}"`)
+  }
+}
+
 export interface UpdateEventRequest {
   scope: Scope
   eventId: string
@@ -188,6 +199,7 @@ export interface UpdateEventRequest {
 
 export async function updateEvent(tx: DbConn, req: UpdateEventRequest): Promise<EventTable> {
   checkEventStatus(req.status)
+  if (req.eventCid) checkEventCid('eventCid', req.eventCid)
   const existing = await getEvent(tx, req.scope, req.eventId)
   if (!existing) fail('EventNotFound', `no ticketed event ${req.eventId} for this app in ${req.scope.environment}`)
   const changes: Partial<EventTable> = { updatedAt: req.nowMs }
