@@ -116,7 +116,7 @@ export class AtmService {
   /** Forgets spent tokens past their expiry and idempotency keys past 24 h. */
   async runMaintenance(): Promise<void> {
     try {
-      this.ctx.replayStore.purgeExpired()
+      await this.ctx.replayStore.purgeExpired()
       await purgeExpiredKeys(this.ctx.db.db)
     } catch (err) {
       this.ctx.logger.warn({ err }, 'maintenance failed')

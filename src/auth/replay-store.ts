@@ -1,26 +1,30 @@
-import type SqliteDatabase from 'better-sqlite3'
+import type { DbConn } from '../db/index.js'
 
 /**
  * Remembers every `(iss, jti)` it has seen until the token expires. Keyed on the claims,
  * not the token string: ECDSA signatures are malleable, so one payload can carry several
  * valid signatures. The primary key makes "first use wins" atomic across processes.
+ *
+ * Queries go through kysely's connection, never straight to better-sqlite3: another
+ * request's transaction may be open on this process's connection, and a write slipped in
+ * between its statements would commit or roll back with it.
  */
 export class ReplayStore {
-  private readonly insert: SqliteDatabase.Statement
-  private readonly purge: SqliteDatabase.Statement
-
-  constructor(sqlite: SqliteDatabase.Database) {
-    this.insert = sqlite.prepare('INSERT OR IGNORE INTO replay (iss, jti, expiresAt) VALUES (?, ?, ?)')
-    this.purge = sqlite.prepare('DELETE FROM replay WHERE expiresAt < ?')
-  }
+  constructor(private readonly db: DbConn) {}
 
   /** True when this is the first use of `(iss, jti)`. */
-  spend(iss: string, jti: string, expiresAtMs: number): boolean {
-    return this.insert.run(iss, jti, expiresAtMs).changes === 1
+  async spend(iss: string, jti: string, expiresAtMs: number): Promise<boolean> {
+    const result = await this.db
+      .insertInto('replay')
+      .values({ iss, jti, expiresAt: expiresAtMs })
+      .onConflict((oc) => oc.doNothing())
+      .executeTakeFirst()
+    return Number(result.numInsertedOrUpdatedRows ?? 0) === 1
   }
 
-  /** Forgets tokens that expired: an expired token is refused for its `exp` anyway. */
-  purgeExpired(nowMs = Date.now()): number {
-    return this.purge.run(nowMs - 60_000).changes
+  /** Forgets tokens that expired a minute ago: an expired token is refused for its `exp` anyway. */
+  async purgeExpired(nowMs = Date.now()): Promise<number> {
+    const result = await this.db.deleteFrom('replay').where('expiresAt', '<', nowMs - 60_000).executeTakeFirst()
+    return Number(result.numDeletedRows)
   }
 }

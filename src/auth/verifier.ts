@@ -96,7 +96,7 @@ export class ServiceAuthVerifier {
     })
 
     const iss = payload.iss as string
-    const replayed = !this.replayStore.spend(iss, claims.jti, Math.ceil(claims.exp * 1000))
+    const replayed = !(await this.replayStore.spend(iss, claims.jti, Math.ceil(claims.exp * 1000)))
     return { iss, jti: claims.jti, exp: claims.exp, replayed }
   }
 

@@ -23,8 +23,6 @@ function isBusy(err: unknown): boolean {
 export class Database {
   readonly sqlite: SqliteDatabase.Database
   readonly db: DbConn
-  private inTransaction = false
-
   constructor(readonly path: string, opts: { synchronous?: 'NORMAL' | 'FULL' } = {}) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
     this.sqlite = new SqliteDatabase(path)
@@ -50,32 +48,28 @@ export class Database {
   /**
    * Runs `fn` in one write transaction that takes the write lock up front (BEGIN IMMEDIATE).
    * Another process holding the lock makes BEGIN wait (busy_timeout) and then retry, a bounded
-   * number of times. Nested calls are refused: they would wait on themselves.
+   * number of times. The connection is held for the whole transaction, so other requests'
+   * queries wait for it instead of slipping in between its statements; for the same reason
+   * `fn` must use `tx` only, and never start another transaction (it would wait on itself).
    */
   async transaction<T>(fn: (tx: DbConn) => Promise<T>): Promise<T> {
-    if (this.inTransaction) throw new Error('nested transactions are not supported')
     return this.db.connection().execute(async (conn) => {
-      this.inTransaction = true
-      try {
-        for (let attempt = 0; ; attempt++) {
-          try {
-            await sql`BEGIN IMMEDIATE`.execute(conn)
-            break
-          } catch (err) {
-            if (!isBusy(err) || attempt >= BUSY_RETRIES) throw err
-            await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20))
-          }
-        }
+      for (let attempt = 0; ; attempt++) {
         try {
-          const result = await fn(conn)
-          await sql`COMMIT`.execute(conn)
-          return result
+          await sql`BEGIN IMMEDIATE`.execute(conn)
+          break
         } catch (err) {
-          if (this.sqlite.inTransaction) await sql`ROLLBACK`.execute(conn)
-          throw err
+          if (!isBusy(err) || attempt >= BUSY_RETRIES) throw err
+          await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20))
         }
-      } finally {
-        this.inTransaction = false
+      }
+      try {
+        const result = await fn(conn)
+        await sql`COMMIT`.execute(conn)
+        return result
+      } catch (err) {
+        if (this.sqlite.inTransaction) await sql`ROLLBACK`.execute(conn)
+        throw err
       }
     })
   }

@@ -1,3 +1,4 @@
+import { ids } from '../lexicon/lexicons.js'
 import { sql } from 'kysely'
 import type { DbConn } from '../db/index.js'
 import type { AppTable, TicketTable } from '../db/schema.js'
@@ -37,7 +38,7 @@ export async function claimFreeTickets(tx: DbConn, req: ClaimRequest, nowMs: num
     fail('MixedEvents', `tier ${tier.id} belongs to event ${event.id}, not to the event named in the request`)
   }
   if (tier.unitAmount > 0) {
-    fail('PaidTicketRequiresHold', `tier ${tier.id} costs money: create a hold with tickets.atmosphere.createTicketHold`)
+    fail('PaidTicketRequiresHold', `tier ${tier.id} costs money: create a hold with ${ids.TicketsAtmosphereCreateTicketHold}`)
   }
   const group = tier.capacityGroupId ? await getGroup(tx, scope, tier.capacityGroupId) : undefined
   if (!isOnSale(tier, event.status, group?.status ?? null, nowMs)) {

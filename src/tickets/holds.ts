@@ -1,3 +1,4 @@
+import { ids } from '../lexicon/lexicons.js'
 import { sql } from 'kysely'
 import type { DbConn } from '../db/index.js'
 import type { AppTable, EventTable, HoldItemTable, HoldTable, TierTable } from '../db/schema.js'
@@ -74,7 +75,7 @@ export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
   for (const item of req.items) {
     const entry = withUsage.find((t) => t.tier.id === item.tierId)!
     const { tier } = entry
-    if (tier.unitAmount === 0) fail('FreeTicketRequiresClaim', `tier ${tier.id} is free: use tickets.atmosphere.claimFreeTicket`)
+    if (tier.unitAmount === 0) fail('FreeTicketRequiresClaim', `tier ${tier.id} is free: use ${ids.TicketsAtmosphereClaimFreeTicket}`)
     if (!isOnSale(tier, event.status, entry.group?.status ?? null, nowMs)) {
       fail('TicketsUnavailable', `tier ${tier.id} is not on sale now (${saleState(tier, event, nowMs)})`)
     }
