@@ -1,6 +1,6 @@
 import { timingSafeEqual, createHash } from 'node:crypto'
 import type { IdResolver } from '@atproto/identity'
-import { AuthRequiredError, verifyJwt, XRPCError } from '@atproto/xrpc-server'
+import { AuthRequiredError, cryptoVerifySignatureWithKey, verifyJwt, XRPCError, type VerifySignatureWithKeyFn } from '@atproto/xrpc-server'
 import type { Request } from 'express'
 import { DomainError } from '../tickets/errors.js'
 import type { ReplayStore } from './replay-store.js'
@@ -30,6 +30,19 @@ function decodeSegment(segment: string): Record<string, unknown> | null {
     return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null
   } catch {
     return null
+  }
+}
+
+/**
+ * The stock signature check, except that a key of another curve than the token's `alg`
+ * answers "no" instead of throwing: verifyJwt then re-resolves the DID once, so a rotation
+ * from a k256 to a p256 key (or back) is picked up like any other rotation.
+ */
+const verifySignatureOrFalse: VerifySignatureWithKeyFn = async (key, msgBytes, sigBytes, alg) => {
+  try {
+    return await cryptoVerifySignatureWithKey(key, msgBytes, sigBytes, alg)
+  } catch {
+    return false
   }
 }
 
@@ -90,7 +103,7 @@ export class ServiceAuthVerifier {
       } catch {
         throw new AuthRequiredError(`could not resolve an atproto signing key for ${iss}`, 'BadJwtIss')
       }
-    }).catch((err: unknown) => {
+    }, verifySignatureOrFalse).catch((err: unknown) => {
       if (err instanceof XRPCError) throw err
       throw new AuthRequiredError('could not verify jwt', 'BadJwt')
     })
