@@ -19,20 +19,22 @@ export default function (server: Server, ctx: AppContext) {
       const retried = await answerReplayedRetry(ctx, auth.credentials, idempotency, requestHash)
       if (retried) return json(retried as never)
 
-      // Both buyer fields are optional in the schema so that this answer can name the problem.
-      if (!body.buyerDid) {
-        if (body.buyerAssertionJwt) fail('InvalidRequest', 'buyerDid is required when buyerAssertionJwt is sent')
-        fail('BuyerAssertionRequired', 'free claims issue tickets to a buyer: send buyerDid and buyerAssertionJwt')
-      }
-      if (!body.buyerAssertionJwt) {
-        fail('BuyerAssertionRequired', 'buyerDid needs buyerAssertionJwt, a service-auth token from the buyer')
-      }
       const quantity = body.quantity ?? 1
-      checkClaimQuantity(quantity)
-      const buyerDid = body.buyerDid
 
       const result = await runIdempotent(ctx.db, idempotency, requestHash, {
-        before: () => verifyBuyer(ctx, nsid, body),
+        // Named refusals of the input are stored under the key like any other answer.
+        before: async () => {
+          // Both buyer fields are optional in the schema so that this answer can name the problem.
+          if (!body.buyerDid) {
+            if (body.buyerAssertionJwt) fail('InvalidRequest', 'buyerDid is required when buyerAssertionJwt is sent')
+            fail('BuyerAssertionRequired', 'free claims issue tickets to a buyer: send buyerDid and buyerAssertionJwt')
+          }
+          if (!body.buyerAssertionJwt) {
+            fail('BuyerAssertionRequired', 'buyerDid needs buyerAssertionJwt, a service-auth token from the buyer')
+          }
+          checkClaimQuantity(quantity)
+          await verifyBuyer(ctx, nsid, body)
+        },
         work: (tx) =>
           claimFreeTickets(
             tx,
@@ -43,7 +45,7 @@ export default function (server: Server, ctx: AppContext) {
               eventUri: body.eventUri,
               tierId: body.tierId,
               quantity,
-              buyerDid,
+              buyerDid: body.buyerDid!,
               customerEmail: body.customerEmail,
               metadata: body.metadata,
             },

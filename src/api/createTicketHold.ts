@@ -19,16 +19,18 @@ export default function (server: Server, ctx: AppContext) {
       const retried = await answerReplayedRetry(ctx, auth.credentials, idempotency, requestHash)
       if (retried) return json(retried as never)
 
-      if (body.buyerDid && !body.buyerAssertionJwt) {
-        fail('BuyerAssertionRequired', 'buyerDid needs buyerAssertionJwt, a service-auth token from the buyer; or send neither for guest checkout')
-      }
-      if (!body.buyerDid && body.buyerAssertionJwt) {
-        fail('InvalidRequest', 'buyerDid is required when buyerAssertionJwt is sent')
-      }
-      checkHoldItems(body.items)
-
       const result = await runIdempotent(ctx.db, idempotency, requestHash, {
-        before: () => verifyBuyer(ctx, nsid, body),
+        // Named refusals of the input are stored under the key like any other answer.
+        before: async () => {
+          if (body.buyerDid && !body.buyerAssertionJwt) {
+            fail('BuyerAssertionRequired', 'buyerDid needs buyerAssertionJwt, a service-auth token from the buyer; or send neither for guest checkout')
+          }
+          if (!body.buyerDid && body.buyerAssertionJwt) {
+            fail('InvalidRequest', 'buyerDid is required when buyerAssertionJwt is sent')
+          }
+          checkHoldItems(body.items)
+          await verifyBuyer(ctx, nsid, body)
+        },
         work: (tx) =>
           createHold(
             tx,

@@ -5,7 +5,7 @@ import type { AppTable, EventTable, HoldItemTable, HoldTable, TierTable } from '
 import { newId, newSecret } from '../util/ids.js'
 import { isOnSale, loadUsage, reapExpired, uncountItems } from './capacity.js'
 import { fail } from './errors.js'
-import { getEvent, type Scope } from './events.js'
+import { getEvent, getEventByUri, type Scope } from './events.js'
 import { requireOrganizer } from './organizers.js'
 import { enqueueAppEvent } from './outbox.js'
 import { eventAvailability } from './tiers.js'
@@ -50,6 +50,10 @@ export function checkHoldItems(items: Array<{ tierId: string; quantity: number }
 export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
   const { scope } = req
   checkHoldItems(req.items)
+  if (req.eventId || req.eventUri) {
+    const named = req.eventId ? await getEvent(tx, scope, req.eventId) : await getEventByUri(tx, scope, req.eventUri!)
+    if (!named) fail('EventNotFound', `no ticketed event ${req.eventId ?? req.eventUri} for this app in ${scope.environment}`)
+  }
   const tierIds = req.items.map((item) => item.tierId)
   const tierRows = await tx
     .selectFrom('tier')

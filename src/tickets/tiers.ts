@@ -224,7 +224,11 @@ export async function updateTier(
   if (input.saleEndsAt !== undefined) changes.saleEndsAt = msFromIso(input.saleEndsAt)
   if (input.status !== undefined) changes.status = input.status
   if (input.metadata !== undefined) changes.metadata = JSON.stringify(input.metadata)
-  saleWindow(changes.saleStartsAt ?? tier.saleStartsAt, changes.saleEndsAt ?? tier.saleEndsAt)
+  // null clears a date, so "was it sent" decides, not "is it null".
+  saleWindow(
+    'saleStartsAt' in changes ? changes.saleStartsAt! : tier.saleStartsAt,
+    'saleEndsAt' in changes ? changes.saleEndsAt! : tier.saleEndsAt,
+  )
   const event = (await getEvent(tx, scope, tier.eventId))!
   if (tier.unitAmount === 0 && (changes.unitAmount ?? 0) > 0) {
     await requireOrganizer(tx, event.organizerDid, scope.environment, true)
