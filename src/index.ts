@@ -39,6 +39,7 @@ export class AtmService {
   private httpServer?: http.Server
   private maintenance?: NodeJS.Timeout
   private inFlight = 0
+  private draining = false
 
   private constructor(
     readonly ctx: AppContext,
@@ -63,6 +64,8 @@ export class AtmService {
     app.use((req, res, next) => {
       const started = process.hrtime.bigint()
       service.inFlight++
+      // While draining, tell keep-alive clients not to send another request on this socket.
+      if (service.draining) res.setHeader('connection', 'close')
       res.once('close', () => {
         service.inFlight--
         const ms = Number(process.hrtime.bigint() - started) / 1e6
@@ -126,6 +129,7 @@ export class AtmService {
   /** Stops accepting, lets in-flight requests finish (bounded), closes the database. */
   async destroy(graceMs = 10_000): Promise<void> {
     if (this.maintenance) clearInterval(this.maintenance)
+    this.draining = true
     const server = this.httpServer
     if (server) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))

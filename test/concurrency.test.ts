@@ -31,6 +31,17 @@ function tally(outcomes: Outcome[]): Record<string, number> {
   return counts
 }
 
+/** Prints each distinct unexpected answer once (with how often it came), to quote in a report. */
+function reportUnexpected(outcomes: Outcome[], expected: (o: Outcome) => boolean): void {
+  const seen = new Map<string, number>()
+  for (const o of outcomes) {
+    if (expected(o)) continue
+    const key = o.status === -1 ? `transport error: ${o.error}` : `${o.status} ${JSON.stringify(o.body)}`
+    seen.set(key, (seen.get(key) ?? 0) + 1)
+  }
+  for (const [key, n] of seen) console.log(`unexpected answer ×${n}: ${key}`)
+}
+
 /** Deterministic PRNG (mulberry32), so a failing mix can be replayed. */
 function rng(seed: number): () => number {
   let a = seed >>> 0
@@ -94,12 +105,13 @@ describe.each([1, 2])('concurrency with ATM_WORKERS=%i', (workers) => {
     const counts = tally(outcomes)
     const granted = outcomes.filter((o) => o.status === 200)
     const refused = outcomes.filter((o) => o.status === 400 && o.body?.error === 'InsufficientTicketCapacity')
+    reportUnexpected(outcomes, (o) => o.status === 200 || refused.includes(o))
+    stormHoldIds = granted.map((o) => o.body.holdId as string)
     expect({ granted: granted.length, refused: refused.length, other: outcomes.length - granted.length - refused.length }, JSON.stringify(counts)).toEqual({
       granted: 100,
       refused: 400,
       other: 0,
     })
-    stormHoldIds = granted.map((o) => o.body.holdId as string)
     expect(new Set(stormHoldIds).size).toBe(100)
     for (const o of granted) expect(o.body.items).toEqual([expect.objectContaining({ tierId, quantity: 1 })])
 
@@ -116,6 +128,7 @@ describe.each([1, 2])('concurrency with ATM_WORKERS=%i', (workers) => {
     const outcomes = await Promise.all(
       stormHoldIds.map((holdId, i) => settle(xrpc(world.service.url, RELEASE, { body: { holdId }, token: tokens[i] }))),
     )
+    reportUnexpected(outcomes, (o) => o.status === 200)
     expect(tally(outcomes)).toEqual({ '200': 100 })
     for (const o of outcomes) expect(o.body.hold.status).toBe('released')
 
@@ -159,6 +172,7 @@ describe.each([1, 2])('concurrency with ATM_WORKERS=%i', (workers) => {
       requests.map((items, i) => settle(xrpc(world.service.url, HOLD, { body: { items }, token: tokens[i] }))),
     )
     const counts = tally(outcomes)
+    reportUnexpected(outcomes, (o) => o.status === 200 || (o.status === 400 && o.body?.error === 'InsufficientTicketCapacity'))
     const bad = outcomes.filter((o) => o.status !== 200 && !(o.status === 400 && o.body?.error === 'InsufficientTicketCapacity'))
     expect(bad.length, `every refusal must be InsufficientTicketCapacity: ${JSON.stringify(counts)}`).toBe(0)
 
@@ -212,6 +226,7 @@ describe.each([1, 2])('concurrency with ATM_WORKERS=%i', (workers) => {
     const counts = tally(outcomes)
     const granted = outcomes.filter((o) => o.status === 200)
     const refused = outcomes.filter((o) => o.status === 400 && o.body?.error === 'InsufficientTicketCapacity')
+    reportUnexpected(outcomes, (o) => o.status === 200 || refused.includes(o))
     expect({ granted: granted.length, refused: refused.length }, JSON.stringify(counts)).toEqual({ granted: 50, refused: 150 })
     const ticketIds = granted.flatMap((o) => (o.body.tickets as Array<{ ticketId: string }>).map((t) => t.ticketId))
     expect(ticketIds).toHaveLength(50)
@@ -241,6 +256,7 @@ describe.each([1, 2])('concurrency with ATM_WORKERS=%i', (workers) => {
     const counts = tally(outcomes)
     const ok = outcomes.filter((o) => o.status === 200)
     const inUse = outcomes.filter((o) => o.status === 409 && o.body?.error === 'IdempotencyKeyInUse')
+    reportUnexpected(outcomes, (o) => o.status === 200 || inUse.includes(o))
     expect(ok.length + inUse.length, JSON.stringify(counts)).toBe(20)
     expect(ok.length, JSON.stringify(counts)).toBeGreaterThanOrEqual(1)
     expect(new Set(ok.map((o) => o.body.holdId)).size, JSON.stringify(ok.map((o) => o.body.holdId))).toBe(1)

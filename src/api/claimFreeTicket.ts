@@ -3,9 +3,9 @@ import type { Server } from '../lexicon/index.js'
 import { ids } from '../lexicon/lexicons.js'
 import { checkClaimQuantity, claimFreeTickets } from '../tickets/claims.js'
 import { fail } from '../tickets/errors.js'
-import { hashRequest, runIdempotent } from '../tickets/idempotency.js'
+import { runIdempotent } from '../tickets/idempotency.js'
 import { verifyBuyer } from './consent.js'
-import { answerReplayedRetry, appAuth, json, scopeOf } from './util.js'
+import { answerReplayedRetry, appAuth, idempotencyOf, json, scopeOf } from './util.js'
 
 export default function (server: Server, ctx: AppContext) {
   const nsid = ids.TicketsAtmosphereClaimFreeTicket
@@ -14,8 +14,7 @@ export default function (server: Server, ctx: AppContext) {
     handler: async ({ auth, input }) => {
       const body = input.body
       const scope = scopeOf(auth.credentials, body.environment)
-      const idempotency = body.idempotencyKey ? { ...scope, method: nsid, key: body.idempotencyKey } : null
-      const requestHash = hashRequest(body)
+      const { scope: idempotency, requestHash } = idempotencyOf(scope, nsid, body)
       const retried = await answerReplayedRetry(ctx, auth.credentials, idempotency, requestHash)
       if (retried) return json(retried as never)
 

@@ -5,7 +5,7 @@ import type { AppTable } from '../db/schema.js'
 import { getApp } from '../tickets/apps.js'
 import { parseEnvironment } from '../tickets/environment.js'
 import type { Scope } from '../tickets/events.js'
-import { findStored, replayStored, type IdempotencyScope } from '../tickets/idempotency.js'
+import { findStored, hashRequest, replayStored, type IdempotencyScope } from '../tickets/idempotency.js'
 
 export interface AppCredentials {
   /** The calling app's DID (the token's `iss`). */
@@ -62,6 +62,18 @@ export function scopeOf(credentials: AppCredentials, environment: string | undef
 
 export function json<T>(body: T) {
   return { encoding: 'application/json' as const, body }
+}
+
+/** The idempotency scope and request hash of a procedure that takes `idempotencyKey`. */
+export function idempotencyOf(
+  scope: Scope,
+  nsid: string,
+  body: { idempotencyKey?: string | null },
+): { scope: IdempotencyScope | null; requestHash: string } {
+  return {
+    scope: body.idempotencyKey ? { ...scope, method: nsid, key: body.idempotencyKey } : null,
+    requestHash: hashRequest(body),
+  }
 }
 
 /**

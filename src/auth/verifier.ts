@@ -59,6 +59,8 @@ function isAcceptedIssuer(iss: string): boolean {
  */
 export class ServiceAuthVerifier {
   private readonly audiences: Set<string>
+  /** Resolutions under way, shared by concurrent requests from the same issuer. */
+  private readonly resolving = new Map<string, Promise<string>>()
 
   constructor(
     private readonly serviceDid: string,
@@ -97,13 +99,7 @@ export class ServiceAuthVerifier {
       throw new AuthRequiredError(`jwt "aud" must be ${this.serviceDid}`, 'BadJwtAudience')
     }
 
-    const payload = await verifyJwt(token, null, lxm, async (iss, forceRefresh) => {
-      try {
-        return await this.idResolver.did.resolveAtprotoKey(iss, forceRefresh)
-      } catch {
-        throw new AuthRequiredError(`could not resolve an atproto signing key for ${iss}`, 'BadJwtIss')
-      }
-    }, verifySignatureOrFalse).catch((err: unknown) => {
+    const payload = await verifyJwt(token, null, lxm, (iss, forceRefresh) => this.signingKey(iss, forceRefresh), verifySignatureOrFalse).catch((err: unknown) => {
       if (err instanceof XRPCError) throw err
       throw new AuthRequiredError('could not verify jwt', 'BadJwt')
     })
@@ -111,6 +107,25 @@ export class ServiceAuthVerifier {
     const iss = payload.iss as string
     const replayed = !(await this.replayStore.spend(iss, claims.jti, Math.ceil(claims.exp * 1000)))
     return { iss, jti: claims.jti, exp: claims.exp, replayed }
+  }
+
+  /**
+   * The issuer's `#atproto` key (cached). A burst of requests from one issuer on a cold cache
+   * shares one resolution instead of fetching the DID document once per request.
+   */
+  private signingKey(iss: string, forceRefresh: boolean): Promise<string> {
+    const key = `${forceRefresh ? 'fresh' : 'cached'} ${iss}`
+    let pending = this.resolving.get(key)
+    if (!pending) {
+      pending = this.idResolver.did
+        .resolveAtprotoKey(iss, forceRefresh)
+        .catch(() => {
+          throw new AuthRequiredError(`could not resolve an atproto signing key for ${iss}`, 'BadJwtIss')
+        })
+        .finally(() => this.resolving.delete(key))
+      this.resolving.set(key, pending)
+    }
+    return pending
   }
 
   /** Reads `Authorization: Bearer …` and verifies it for `lxm`. */

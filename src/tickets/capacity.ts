@@ -66,20 +66,31 @@ export async function expiredUnitsByGroup(db: DbConn, groupIds: string[], nowMs:
  */
 export async function reapExpired(tx: DbConn, tierIds: string[], groupIds: string[], nowMs: number): Promise<void> {
   if (tierIds.length === 0 && groupIds.length === 0) return
-  let query = tx
-    .selectFrom('holdItem')
-    .select(['holdId', 'tierId', 'capacityGroupId', 'quantity'])
-    .where('counted', '=', 1)
-    .where('expiresAt', '<=', nowMs)
-  query = query.where((eb) => {
-    const ors = []
-    if (tierIds.length > 0) ors.push(eb('tierId', 'in', tierIds))
-    if (groupIds.length > 0) ors.push(eb('capacityGroupId', 'in', groupIds))
-    return eb.or(ors)
-  })
-  const expired = await query.execute()
-  if (expired.length === 0) return
-  await uncountItems(tx, expired)
+  // Two queries, not one with OR: each then searches its own partial index by key and
+  // expiry instead of scanning every counted item.
+  const columns = ['holdId', 'tierId', 'capacityGroupId', 'quantity'] as const
+  const byTier = tierIds.length
+    ? await tx
+        .selectFrom('holdItem')
+        .select(columns)
+        .where('counted', '=', 1)
+        .where('tierId', 'in', tierIds)
+        .where('expiresAt', '<=', nowMs)
+        .execute()
+    : []
+  const byGroup = groupIds.length
+    ? await tx
+        .selectFrom('holdItem')
+        .select(columns)
+        .where('counted', '=', 1)
+        .where('capacityGroupId', 'in', groupIds)
+        .where('expiresAt', '<=', nowMs)
+        .execute()
+    : []
+  const expired = new Map<string, (typeof byTier)[number]>()
+  for (const item of [...byTier, ...byGroup]) expired.set(`${item.holdId} ${item.tierId}`, item)
+  if (expired.size === 0) return
+  await uncountItems(tx, [...expired.values()])
 }
 
 /** Removes items from the held counters (release, completion, expiry). */

@@ -75,6 +75,17 @@ export async function createCapacityGroup(
   return { ...row, usage: { total: row.totalCapacity, held: 0, sold: 0, remaining: row.totalCapacity } }
 }
 
+/** A total may shrink, but never below what is sold plus held (counters freshly reaped). */
+function checkNotBelowCommitted(field: string, requested: number, current: { sold: number; held: number }): void {
+  const committed = current.sold + current.held
+  if (requested < committed) {
+    fail(
+      'CapacityBelowCommitted',
+      `${field} ${requested} is below the ${committed} already sold (${current.sold}) or held (${current.held}); choose at least ${committed}`,
+    )
+  }
+}
+
 export async function updateCapacityGroup(
   tx: DbConn,
   scope: Scope,
@@ -92,14 +103,7 @@ export async function updateCapacityGroup(
   if (input.metadata !== undefined) changes.metadata = JSON.stringify(input.metadata)
   if (input.totalCapacity !== undefined) {
     await reapExpired(tx, [], [group.id], nowMs)
-    const current = (await getGroup(tx, scope, group.id))!
-    const committed = current.sold + current.held
-    if (input.totalCapacity < committed) {
-      fail(
-        'CapacityBelowCommitted',
-        `totalCapacity ${input.totalCapacity} is below the ${committed} already sold (${current.sold}) or held (${current.held}); choose at least ${committed}`,
-      )
-    }
+    checkNotBelowCommitted('totalCapacity', input.totalCapacity, (await getGroup(tx, scope, group.id))!)
     changes.totalCapacity = input.totalCapacity
   }
   await tx.updateTable('capacityGroup').set(changes).where('id', '=', group.id).execute()
@@ -235,14 +239,7 @@ export async function updateTier(
   }
   if (input.quantityTotal !== undefined) {
     await reapExpired(tx, [tier.id], [], nowMs)
-    const current = (await getTier(tx, scope, tier.id))!
-    const committed = current.sold + current.held
-    if (input.quantityTotal < committed) {
-      fail(
-        'CapacityBelowCommitted',
-        `quantityTotal ${input.quantityTotal} is below the ${committed} already sold (${current.sold}) or held (${current.held}); choose at least ${committed}`,
-      )
-    }
+    checkNotBelowCommitted('quantityTotal', input.quantityTotal, (await getTier(tx, scope, tier.id))!)
     changes.quantityTotal = input.quantityTotal
   }
   await tx.updateTable('tier').set(changes).where('id', '=', tier.id).execute()

@@ -1,0 +1,357 @@
+// CONTRACT §5.1 (never oversold) and §5.6 (nothing lost) across a process crash: `kill -9` of
+// the whole service (primary and workers) while writes stream in, restart on the same SQLite
+// file, then check every acknowledged write through the public interface and the file itself.
+// And a graceful stop (SIGTERM) while requests are in flight: exit code 0, and no request the
+// service accepted is left without its answer.
+//
+// Timing is never asserted: the crash comes after ~1.5 s of load or once two thirds of the
+// capacity were acknowledged, whichever is first, so it lands while grants are still going on.
+import Sqlite from 'better-sqlite3'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createPlcIdentity, mintServiceJwt, xrpc, type PlcIdentity, type XrpcResponse } from './helpers/index.js'
+import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
+
+type Outcome = XrpcResponse & { error?: string }
+
+async function settle(p: Promise<XrpcResponse>): Promise<Outcome> {
+  try {
+    return await p
+  } catch (err) {
+    const e = err as Error & { cause?: { code?: string; message?: string } }
+    return { status: -1, body: undefined, headers: new Headers(), error: `${e.message} ${e.cause?.code ?? e.cause?.message ?? ''}`.trim() }
+  }
+}
+
+function describeOutcome(o: Outcome): string {
+  return o.status === -1 ? `transport error: ${o.error}` : o.status === 200 ? '200' : `${o.status} ${o.body?.error ?? JSON.stringify(o.body)}`
+}
+
+function tally(keys: string[]): Record<string, number> {
+  const counts: Record<string, number> = {}
+  for (const key of keys) counts[key] = (counts[key] ?? 0) + 1
+  return counts
+}
+
+/** Deterministic PRNG (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Resolves after `ms`, or earlier once `done()` is true (polled). */
+async function until(ms: number, done: () => boolean): Promise<void> {
+  const deadline = Date.now() + ms
+  while (Date.now() < deadline && !done()) await sleep(10)
+}
+
+/** Runs `fn` over `items`, `width` at a time. */
+async function pool<T, R>(items: T[], width: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length)
+  let next = 0
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      while (next < items.length) {
+        const index = next++
+        results[index] = await fn(items[index]!)
+      }
+    }),
+  )
+  return results
+}
+
+/** Opens the service's SQLite file read-only (the service must be stopped). */
+function openDb(path: string): Sqlite.Database {
+  return new Sqlite(path, { readonly: true, fileMustExist: true })
+}
+
+const IN_FLIGHT = 16
+const HOLD = nsid('createTicketHold')
+const CLAIM = nsid('claimFreeTicket')
+
+describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
+  let world: World
+
+  beforeAll(async () => {
+    world = await startWorld({ workers })
+  })
+  afterAll(async () => {
+    await world?.close()
+  })
+
+  async function ensureRunning(): Promise<void> {
+    if (!world.service.running()) await world.service.restart()
+  }
+
+  async function tierUsage(eventId: string, tierId: string) {
+    const res = await world.app.call(nsid('getTicketAvailability'), { eventId })
+    expect(res.status, JSON.stringify(res.body)).toBe(200)
+    return res.body.tiers.find((t: { tierId: string }) => t.tierId === tierId) as {
+      quantityTotal: number
+      held: number
+      sold: number
+      remaining: number
+    }
+  }
+
+  it('kill -9 during a stream of holds: every acknowledged hold survives, nothing oversold', async () => {
+    await ensureRunning()
+    const TOTAL = 300
+    const { tierId, eventId } = await createEventWithTier(world, { quantityTotal: TOTAL, maxPerOrder: 3 })
+    const random = rng(0xc4a5 + workers)
+    const acked: Array<{ holdId: string; quantity: number }> = []
+    let ackedUnits = 0
+    const beforeKill: string[] = []
+    const afterKill: string[] = []
+    let firing = true
+    let killing = false
+
+    const lane = async () => {
+      while (firing) {
+        const quantity = 1 + Math.floor(random() * 3)
+        const res = await settle(world.app.call(HOLD, { items: [{ tierId, quantity }] }))
+        if (res.status === 200) {
+          acked.push({ holdId: res.body.holdId, quantity })
+          ackedUnits += quantity
+        }
+        ;(killing ? afterKill : beforeKill).push(describeOutcome(res))
+        // Once the service is gone, don't spin on refused connections.
+        if (res.status === -1) await sleep(20)
+      }
+    }
+    const lanes = Array.from({ length: IN_FLIGHT }, lane)
+    await until(1500, () => ackedUnits >= (TOTAL * 2) / 3)
+    killing = true
+    await world.service.kill9()
+    firing = false
+    await Promise.all(lanes)
+    console.log(`[workers=${workers}] holds before kill -9:`, tally(beforeKill), 'acknowledged units', ackedUnits, '; answers around the kill:', tally(afterKill))
+
+    // Before the crash, every answer was a real one: granted, or refused for capacity.
+    const unexpected = beforeKill.filter((k) => k !== '200' && k !== '400 InsufficientTicketCapacity')
+    expect(unexpected, JSON.stringify(tally(beforeKill))).toEqual([])
+    expect(acked.length, 'the crash must come while holds are being granted').toBeGreaterThan(0)
+
+    await world.service.restart()
+    const checks = await pool(acked, IN_FLIGHT, async ({ holdId }) => {
+      const res = await world.app.call(nsid('getTicketHold'), { holdId })
+      return { holdId, status: res.status, holdStatus: res.body?.hold?.status as string | undefined, body: res.body }
+    })
+    const lost = checks.filter((c) => c.status !== 200 || c.holdStatus !== 'active')
+    expect(lost.map((c) => `${c.holdId}: ${c.status} ${c.holdStatus ?? JSON.stringify(c.body)}`), 'acknowledged holds lost in the crash').toEqual([])
+    for (const [i, c] of checks.entries()) {
+      expect(c.body.hold.items).toEqual([expect.objectContaining({ tierId, quantity: acked[i]!.quantity })])
+    }
+
+    const usage = await tierUsage(eventId, tierId)
+    const summary = JSON.stringify({ usage, ackedUnits, acked: acked.length })
+    expect(usage.held + usage.sold, summary).toBeLessThanOrEqual(TOTAL)
+    expect(usage.held, summary).toBeGreaterThanOrEqual(ackedUnits)
+    expect(usage.remaining, summary).toBe(TOTAL - usage.held - usage.sold)
+
+    // The file itself, after a clean stop.
+    expect(await world.service.stop()).toBe(0)
+    const db = openDb(world.service.dbPath)
+    try {
+      expect(db.pragma('integrity_check', { simple: true })).toBe('ok')
+      expect(db.pragma('foreign_key_check')).toEqual([])
+      const tier = db.prepare('SELECT quantityTotal, held, sold FROM tier WHERE id = ?').get(tierId) as { quantityTotal: number; held: number; sold: number }
+      const counted = db
+        .prepare('SELECT COALESCE(SUM(quantity), 0) AS units, COUNT(*) AS items FROM holdItem WHERE tierId = ? AND counted = 1')
+        .get(tierId) as { units: number; items: number }
+      const tickets = db.prepare('SELECT COUNT(*) AS n FROM ticket WHERE tierId = ?').get(tierId) as { n: number }
+      const fileSummary = JSON.stringify({ tier, counted, tickets })
+      expect(tier.held, `tier.held must equal the counted hold items: ${fileSummary}`).toBe(counted.units)
+      expect(tier.sold, fileSummary).toBe(tickets.n)
+      expect(tier.held + tier.sold, fileSummary).toBeLessThanOrEqual(tier.quantityTotal)
+      expect(tier.held, fileSummary).toBeGreaterThanOrEqual(ackedUnits)
+      // Atomic: every hold row has its item, every item its hold.
+      const orphans = db
+        .prepare(
+          `SELECT (SELECT COUNT(*) FROM hold h WHERE h.eventId = ? AND NOT EXISTS (SELECT 1 FROM holdItem i WHERE i.holdId = h.id)) AS holdsWithoutItems,
+                  (SELECT COUNT(*) FROM holdItem i WHERE i.tierId = ? AND NOT EXISTS (SELECT 1 FROM hold h WHERE h.id = i.holdId)) AS itemsWithoutHold`,
+        )
+        .get(eventId, tierId)
+      expect(orphans).toEqual({ holdsWithoutItems: 0, itemsWithoutHold: 0 })
+    } finally {
+      db.close()
+    }
+  })
+
+  it('kill -9 during a stream of free claims: every acknowledged ticket is listed after restart, nothing oversold', async () => {
+    await ensureRunning()
+    const TOTAL = 300
+    const { tierId, eventId } = await createEventWithTier(world, { quantityTotal: TOTAL, unitAmount: 0, maxPerOrder: 100, title: 'Free' })
+    // 8 buyers × 100 per buyer: the per-buyer limit is never what stops a claim.
+    const buyers: PlcIdentity[] = await Promise.all(Array.from({ length: 8 }, () => createPlcIdentity(world.plc.url)))
+    const random = rng(0xf4ee + workers)
+    const acked: Array<{ claimId: string; buyerDid: string; ticketIds: string[] }> = []
+    let ackedUnits = 0
+    const beforeKill: string[] = []
+    const afterKill: string[] = []
+    let firing = true
+    let killing = false
+    let counter = 0
+    const wrongCounts: string[] = []
+
+    const lane = async () => {
+      while (firing) {
+        const buyer = buyers[counter++ % buyers.length]!
+        const quantity = 1 + Math.floor(random() * 3)
+        const aud = world.service.serviceDid
+        const [token, assertion] = await Promise.all([
+          mintServiceJwt({ keypair: world.app.identity.keypair, iss: world.app.did, aud, lxm: CLAIM }),
+          mintServiceJwt({ keypair: buyer.keypair, iss: buyer.did, aud, lxm: CLAIM }),
+        ])
+        const body = { tierId, quantity, buyerDid: buyer.did, buyerAssertionJwt: assertion }
+        const res = await settle(xrpc(world.service.url, CLAIM, { body, token }))
+        if (res.status === 200) {
+          const ticketIds = (res.body.tickets as Array<{ ticketId: string }>).map((t) => t.ticketId)
+          if (ticketIds.length !== quantity) wrongCounts.push(`${res.body.claimId}: asked ${quantity}, got ${ticketIds.length}`)
+          acked.push({ claimId: res.body.claimId, buyerDid: buyer.did, ticketIds })
+          ackedUnits += quantity
+        }
+        ;(killing ? afterKill : beforeKill).push(describeOutcome(res))
+        // Once the service is gone, don't spin on refused connections.
+        if (res.status === -1) await sleep(20)
+      }
+    }
+    const lanes = Array.from({ length: IN_FLIGHT }, lane)
+    await until(1500, () => ackedUnits >= (TOTAL * 2) / 3)
+    killing = true
+    await world.service.kill9()
+    firing = false
+    await Promise.all(lanes)
+    console.log(`[workers=${workers}] claims before kill -9:`, tally(beforeKill), 'acknowledged tickets', ackedUnits, '; answers around the kill:', tally(afterKill))
+
+    const unexpected = beforeKill.filter((k) => k !== '200' && k !== '400 InsufficientTicketCapacity')
+    expect(unexpected, JSON.stringify(tally(beforeKill))).toEqual([])
+    expect(acked.length, 'the crash must come while claims are being granted').toBeGreaterThan(0)
+    expect(wrongCounts, 'a claim answers exactly the tickets asked for').toEqual([])
+
+    await world.service.restart()
+    const listedByBuyer = new Map<string, Set<string>>()
+    for (const buyer of buyers) {
+      const listed = new Set<string>()
+      let cursor: string | undefined
+      do {
+        const page = await world.app.call(nsid('listBuyerTickets'), { buyerDid: buyer.did, limit: 100, cursor })
+        expect(page.status, JSON.stringify(page.body)).toBe(200)
+        for (const t of page.body.tickets as Array<{ ticketId: string; tierId: string; status: string }>) {
+          if (t.tierId === tierId) listed.add(t.ticketId)
+        }
+        cursor = page.body.cursor
+      } while (cursor)
+      listedByBuyer.set(buyer.did, listed)
+    }
+    const missing = acked.flatMap((c) => c.ticketIds.filter((id) => !listedByBuyer.get(c.buyerDid)!.has(id)).map((id) => `${c.claimId}/${id}`))
+    expect(missing, 'acknowledged tickets lost in the crash').toEqual([])
+    const listedTotal = [...listedByBuyer.values()].reduce((n, s) => n + s.size, 0)
+
+    const usage = await tierUsage(eventId, tierId)
+    const summary = JSON.stringify({ usage, ackedUnits, listedTotal })
+    expect(usage.sold + usage.held, summary).toBeLessThanOrEqual(TOTAL)
+    expect(usage.sold, summary).toBeGreaterThanOrEqual(ackedUnits)
+    expect(usage.sold, `tickets listed must be the tickets counted as sold: ${summary}`).toBe(listedTotal)
+
+    expect(await world.service.stop()).toBe(0)
+    const db = openDb(world.service.dbPath)
+    try {
+      expect(db.pragma('integrity_check', { simple: true })).toBe('ok')
+      expect(db.pragma('foreign_key_check')).toEqual([])
+      const tier = db.prepare('SELECT quantityTotal, held, sold FROM tier WHERE id = ?').get(tierId) as { quantityTotal: number; held: number; sold: number }
+      const tickets = db.prepare('SELECT COUNT(*) AS n FROM ticket WHERE tierId = ?').get(tierId) as { n: number }
+      const claims = db.prepare('SELECT COALESCE(SUM(quantity), 0) AS units FROM claim WHERE tierId = ?').get(tierId) as { units: number }
+      const counted = db.prepare('SELECT COALESCE(SUM(quantity), 0) AS units FROM holdItem WHERE tierId = ? AND counted = 1').get(tierId) as { units: number }
+      const fileSummary = JSON.stringify({ tier, tickets, claims, counted })
+      expect(tier.sold, fileSummary).toBe(tickets.n)
+      expect(tier.sold, fileSummary).toBe(claims.units)
+      expect(tier.held, fileSummary).toBe(counted.units)
+      expect(tier.held + tier.sold, fileSummary).toBeLessThanOrEqual(tier.quantityTotal)
+      // Atomic: every claim has exactly its quantity of tickets.
+      const torn = db
+        .prepare(
+          `SELECT c.id, c.quantity, (SELECT COUNT(*) FROM ticket t WHERE t.claimId = c.id) AS tickets
+             FROM claim c WHERE c.tierId = ? AND c.quantity <> (SELECT COUNT(*) FROM ticket t WHERE t.claimId = c.id)`,
+        )
+        .all(tierId)
+      expect(torn).toEqual([])
+    } finally {
+      db.close()
+    }
+  })
+
+  it('graceful stop while requests are in flight: exit code 0, and every request the service took got a real answer', async () => {
+    await ensureRunning()
+    const { tierId } = await createEventWithTier(world, { quantityTotal: 100_000, maxPerOrder: 3 })
+    const random = rng(0x57e9 + workers)
+    const sent: Array<{ body: { items: Array<{ tierId: string; quantity: number }>; idempotencyKey: string }; outcome: Outcome }> = []
+    let firing = true
+    let stopping = false
+    let okCount = 0
+    let counter = 0
+    const afterSigterm: string[] = []
+
+    const lane = async () => {
+      while (firing) {
+        const body = { items: [{ tierId, quantity: 1 + Math.floor(random() * 3) }], idempotencyKey: `graceful-${workers}-${Date.now()}-${counter++}` }
+        const outcome = await settle(world.app.call(HOLD, body))
+        if (outcome.status === 200) okCount++
+        sent.push({ body, outcome })
+        if (stopping) afterSigterm.push(describeOutcome(outcome))
+        // Once the service is gone, don't spin on refused connections.
+        if (outcome.status === -1) await sleep(20)
+      }
+    }
+    const lanes = Array.from({ length: IN_FLIGHT }, lane)
+    await until(1000, () => okCount >= 40)
+    stopping = true
+    const exitCode = await world.service.stop()
+    firing = false
+    await Promise.all(lanes)
+    const counts = tally(sent.map((s) => describeOutcome(s.outcome)))
+    console.log(`[workers=${workers}] graceful stop: all answers`, counts, '; answers that came after SIGTERM:', tally(afterSigterm))
+
+    expect(exitCode, world.service.logs().split('\n').slice(-20).join('\n')).toBe(0)
+    expect(world.service.orphansAfterStop(), 'workers left running after the primary exited').toBe(false)
+    // Whatever was answered was answered for real: no 5xx on the way down.
+    const answered = sent.filter((s) => s.outcome.status !== -1)
+    expect(answered.filter((s) => s.outcome.status !== 200).map((s) => describeOutcome(s.outcome)), JSON.stringify(counts)).toEqual([])
+    expect(okCount).toBeGreaterThan(0)
+
+    // Which unanswered requests had the service taken? Retry each with its idempotencyKey:
+    // a stored answer (reused) or a key still pending (IdempotencyKeyInUse) means the service
+    // accepted the request and then dropped the connection without answering.
+    await world.service.restart()
+    const unanswered = sent.filter((s) => s.outcome.status === -1)
+    const retried = await pool(unanswered, IN_FLIGHT, async (s) => ({ s, res: await settle(world.app.call(HOLD, s.body)) }))
+    const dropped = retried.filter(({ res }) => !(res.status === 200 && res.body.reused !== true))
+    expect(
+      dropped.map(({ s, res }) => `${s.body.idempotencyKey}: first ${describeOutcome(s.outcome)}, retry ${describeOutcome(res)}${res.body?.reused ? ' (reused)' : ''}`),
+      'requests the service took but left without an answer',
+    ).toEqual([])
+    // And the answered ones are remembered across the stop: a retry replays the same hold.
+    const replays = await pool(
+      answered.filter((s) => s.outcome.status === 200),
+      IN_FLIGHT,
+      async (s) => ({ s, res: await settle(world.app.call(HOLD, s.body)) }),
+    )
+    const notReplayed = replays.filter(({ s, res }) => !(res.status === 200 && res.body.reused === true && res.body.holdId === s.outcome.body.holdId))
+    expect(notReplayed.map(({ s, res }) => `${s.body.idempotencyKey}: ${describeOutcome(res)} ${JSON.stringify(res.body)}`)).toEqual([])
+  })
+
+  it('logged no internal errors across crashes and restarts', () => {
+    const errors = world.service
+      .jsonLogs()
+      .filter((line) => typeof line.level === 'number' && line.level >= 50)
+      .map((line) => JSON.stringify(line))
+    expect(errors, errors.slice(0, 10).join('\n')).toEqual([])
+  })
+})
