@@ -60,7 +60,8 @@ async function main() {
   const adminPassword = 'demo-admin-password'
   const service = spawn(process.execPath, [join(root, 'dist', 'src', 'bin.js')], {
     env: {
-      ...process.env,
+      // The demo's own configuration only: ATM_* variables of the caller's shell stay out.
+      ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('ATM_'))),
       ATM_PORT: String(port),
       ATM_DB: join(dir, 'atm.sqlite'),
       ATM_DEV_MODE: 'true',

@@ -1,98 +1,12 @@
 #!/usr/bin/env node
-import cluster from 'node:cluster'
-import { randomBytes } from 'node:crypto'
-import { loadSigningKeyHex } from './context.js'
-import { readConfig, type ServerConfig } from './config.js'
-import { Database } from './db/index.js'
-import { AtmService } from './index.js'
-import { createLogger, type Logger } from './logger.js'
-
-/**
- * `node dist/src/bin.js` starts the service. With ATM_WORKERS > 1 the primary process
- * migrates the database, then forks that many workers that share the port and the SQLite
- * file; every promise holds across them because all shared state lives in the database.
- */
-async function main(): Promise<void> {
-  let cfg: ServerConfig
-  try {
-    cfg = readConfig()
-  } catch (err) {
-    process.stderr.write(`atm-tickets: ${(err as Error).message}\n`)
-    process.exit(2)
-  }
-  const logger = createLogger(cfg.logLevel)
-  const multiProcess = cfg.workers > 1 && cfg.dbPath !== ':memory:'
-
-  if (cluster.isPrimary) {
-    let adminPassword = cfg.adminPassword
-    if (!adminPassword) {
-      adminPassword = randomBytes(18).toString('base64url')
-      // Printed once, to the operator's terminal, outside the structured logs.
-      process.stderr.write(`ATM admin password (generated for this run; set ATM_ADMIN_PASSWORD to choose one): ${adminPassword}\n`)
-    }
-    if (multiProcess) return runPrimary(cfg, logger, adminPassword)
-    return runWorker(cfg, logger, adminPassword)
-  }
-  return runWorker(cfg, logger, process.env.ATM_ADMIN_PASSWORD!)
-}
-
-async function runPrimary(cfg: ServerConfig, logger: Logger, adminPassword: string): Promise<void> {
-  const db = new Database(cfg.dbPath, { synchronous: cfg.dbSynchronous })
-  db.migrate()
-  await db.close()
-  loadSigningKeyHex(cfg)
-  let stopping = false
-  const fork = () => cluster.fork({ ATM_ADMIN_PASSWORD: adminPassword })
-  for (let index = 0; index < cfg.workers; index++) fork()
-  cluster.on('exit', (worker, code, signal) => {
-    if (stopping) return
-    logger.error({ pid: worker.process.pid, code, signal }, 'worker died; starting another')
-    fork()
-  })
-  const stop = () => {
-    if (stopping) return
-    stopping = true
-    logger.info('stopping workers')
-    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM')
-    const check = setInterval(() => {
-      if (Object.keys(cluster.workers ?? {}).length === 0) {
-        clearInterval(check)
-        logger.info('stopped')
-        process.exit(0)
-      }
-    }, 20)
-  }
-  process.on('SIGTERM', stop)
-  process.on('SIGINT', stop)
-  logger.info({ port: cfg.port, workers: cfg.workers, serviceDid: cfg.serviceDid }, 'primary started')
-}
-
-async function runWorker(cfg: ServerConfig, logger: Logger, adminPassword: string): Promise<void> {
-  const service = await AtmService.create(cfg, logger, adminPassword)
-  await service.start()
-  logger.info(
-    { port: cfg.port, publicUrl: cfg.publicUrl, serviceDid: cfg.serviceDid, db: cfg.dbPath, devMode: cfg.devMode, pid: process.pid },
-    'ATM Tickets listening',
+// The entry point. It checks the Node version before loading anything else: the libraries
+// fail at import time on older versions, with errors that say nothing about the cause.
+const nodeMajor = Number(process.versions.node.split('.')[0])
+if (nodeMajor < 22) {
+  process.stderr.write(
+    `atm-tickets needs Node.js 22 or newer (this is ${process.version}): start it with \`npm start\`, which uses the project's own Node 24\n`,
   )
-  let stopping = false
-  const stop = async (signal: string) => {
-    if (stopping) return
-    stopping = true
-    logger.info({ signal }, 'shutting down: finishing in-flight requests')
-    try {
-      await service.destroy()
-      logger.info('shut down cleanly')
-      process.exit(0)
-    } catch (err) {
-      logger.error({ err }, 'shutdown failed')
-      process.exit(1)
-    }
-  }
-  process.on('SIGTERM', () => void stop('SIGTERM'))
-  process.on('SIGINT', () => void stop('SIGINT'))
+  process.exit(2)
 }
-
-main().catch((err: unknown) => {
-  process.stderr.write(`atm-tickets failed to start: ${(err as Error).stack ?? String(err)}\n`)
-  process.exit(1)
-})
+const { run } = await import('./cli.js')
+run()

@@ -155,8 +155,10 @@ export function toXrpcError(err: unknown, logger: Logger): XRPCError {
     return new XRPCError(STATUS_OF_KIND[err.kind] as ResponseType, err.message, err.errorName)
   }
   if (err instanceof XRPCError) {
-    if (err.statusCode >= 500) logger.error({ err }, 'request failed')
-    return err.statusCode >= 500 ? new InternalServerError('internal error: the request may be retried') : err
+    // 501 (a method not served) says nothing internal; other 5xx may carry internals.
+    if (err.statusCode < 500 || err instanceof MethodNotImplementedError) return err
+    logger.error({ err }, 'request failed')
+    return new InternalServerError('internal error: the request may be retried')
   }
   logger.error({ err }, 'unexpected error')
   return new InternalServerError('internal error: the request may be retried')
