@@ -34,7 +34,7 @@ export async function createContext(cfg: ServerConfig, logger: Logger, adminPass
     // only a developer's machine, with its local PLC and did:web on localhost, may lift that.
     ...(cfg.devMode ? { fetch: globalThis.fetch } : {}),
   })
-  const replayStore = new ReplayStore(db.db)
+  const replayStore = new ReplayStore(db)
   const authVerifier = new ServiceAuthVerifier(cfg.serviceDid, idResolver, replayStore)
   const signingKey = await Secp256k1Keypair.import(loadSigningKeyHex(cfg), { exportable: true })
   return { cfg, db, logger, idResolver, didCache, authVerifier, replayStore, signingKey, adminPassword }

@@ -23,14 +23,16 @@ export type { ServerConfig }
 
 const STATUS_OF_KIND = { invalid: 400, forbidden: 403, conflict: 409 } as const
 
-/** Procedures whose input fields are all optional may be called with no body (CONTRACT §1). */
-function optionalInputPaths(): Set<string> {
+/**
+ * Procedures with a JSON input. A POST to one without a body is read as `{}`: a procedure
+ * whose fields are all optional may be called so (CONTRACT §1), and for the others the
+ * lexicon validator then names the missing field instead of asking for a Content-Type.
+ */
+function jsonProcedurePaths(): Set<string> {
   const paths = new Set<string>()
   for (const doc of schemas) {
-    const main = (doc.defs as Record<string, unknown>).main as { type?: string; input?: { schema?: { required?: string[] } } } | undefined
-    if (main?.type === 'procedure' && main.input?.schema && !(main.input.schema.required?.length)) {
-      paths.add(`/xrpc/${doc.id}`)
-    }
+    const main = (doc.defs as Record<string, unknown>).main as { type?: string; input?: { encoding?: string } } | undefined
+    if (main?.type === 'procedure' && main.input?.encoding === 'application/json') paths.add(`/xrpc/${doc.id}`)
   }
   return paths
 }
@@ -74,7 +76,7 @@ export class AtmService {
       })
       next()
     })
-    const emptyBodyPaths = optionalInputPaths()
+    const emptyBodyPaths = jsonProcedurePaths()
     app.use((req, _res, next) => {
       const noBody = req.headers['content-length'] === undefined || req.headers['content-length'] === '0'
       if (req.method === 'POST' && noBody && !req.headers['transfer-encoding'] && emptyBodyPaths.has(req.path)) {
@@ -120,7 +122,7 @@ export class AtmService {
   async runMaintenance(): Promise<void> {
     try {
       await this.ctx.replayStore.purgeExpired()
-      await purgeExpiredKeys(this.ctx.db.db)
+      await this.ctx.db.retryBusy(() => purgeExpiredKeys(this.ctx.db.db))
     } catch (err) {
       this.ctx.logger.warn({ err }, 'maintenance failed')
     }

@@ -1,4 +1,4 @@
-import type { DbConn } from '../db/index.js'
+import type { Database } from '../db/index.js'
 
 /**
  * Remembers every `(iss, jti)` it has seen until the token expires. Keyed on the claims,
@@ -10,21 +10,25 @@ import type { DbConn } from '../db/index.js'
  * between its statements would commit or roll back with it.
  */
 export class ReplayStore {
-  constructor(private readonly db: DbConn) {}
+  constructor(private readonly database: Database) {}
 
   /** True when this is the first use of `(iss, jti)`. */
   async spend(iss: string, jti: string, expiresAtMs: number): Promise<boolean> {
-    const result = await this.db
-      .insertInto('replay')
-      .values({ iss, jti, expiresAt: expiresAtMs })
-      .onConflict((oc) => oc.doNothing())
-      .executeTakeFirst()
+    const result = await this.database.retryBusy(() =>
+      this.database.db
+        .insertInto('replay')
+        .values({ iss, jti, expiresAt: expiresAtMs })
+        .onConflict((oc) => oc.doNothing())
+        .executeTakeFirst(),
+    )
     return Number(result.numInsertedOrUpdatedRows ?? 0) === 1
   }
 
   /** Forgets tokens that expired a minute ago: an expired token is refused for its `exp` anyway. */
   async purgeExpired(nowMs = Date.now()): Promise<number> {
-    const result = await this.db.deleteFrom('replay').where('expiresAt', '<', nowMs - 60_000).executeTakeFirst()
+    const result = await this.database.retryBusy(() =>
+      this.database.db.deleteFrom('replay').where('expiresAt', '<', nowMs - 60_000).executeTakeFirst(),
+    )
     return Number(result.numDeletedRows)
   }
 }

@@ -7,6 +7,7 @@ import type { ReplayStore } from './replay-store.js'
 
 /** Longest lifetime a service-auth token or assertion may have (CONTRACT §2). */
 export const MAX_TOKEN_LIFETIME_SECONDS = 300
+const FORCED_REFRESH_INTERVAL_MS = 30_000
 
 export interface VerifiedToken {
   iss: string
@@ -61,6 +62,8 @@ export class ServiceAuthVerifier {
   private readonly audiences: Set<string>
   /** Resolutions under way, shared by concurrent requests from the same issuer. */
   private readonly resolving = new Map<string, Promise<string>>()
+  /** When each DID's document was last re-fetched because of a bad signature. */
+  private readonly lastForcedRefresh = new Map<string, number>()
 
   constructor(
     private readonly serviceDid: string,
@@ -113,7 +116,11 @@ export class ServiceAuthVerifier {
    * The issuer's `#atproto` key (cached). A burst of requests from one issuer on a cold cache
    * shares one resolution instead of fetching the DID document once per request.
    */
-  private signingKey(iss: string, forceRefresh: boolean): Promise<string> {
+  private signingKey(iss: string, requestedRefresh: boolean): Promise<string> {
+    // A re-fetch already under way for this DID answers every request that wants one.
+    const refreshing = requestedRefresh ? this.resolving.get(`fresh ${iss}`) : undefined
+    if (refreshing) return refreshing
+    const forceRefresh = requestedRefresh && this.mayForceRefresh(iss)
     const key = `${forceRefresh ? 'fresh' : 'cached'} ${iss}`
     let pending = this.resolving.get(key)
     if (!pending) {
@@ -126,6 +133,24 @@ export class ServiceAuthVerifier {
       this.resolving.set(key, pending)
     }
     return pending
+  }
+
+  /**
+   * A bad signature re-fetches the issuer's document (it may have rotated its key), but at most
+   * once per DID every 30 s: anyone can send tokens with a bad signature, and each must not
+   * cost a request to the PLC directory or the issuer's host.
+   */
+  private mayForceRefresh(iss: string): boolean {
+    const now = Date.now()
+    const last = this.lastForcedRefresh.get(iss)
+    if (last !== undefined && now - last < FORCED_REFRESH_INTERVAL_MS) return false
+    this.lastForcedRefresh.delete(iss)
+    this.lastForcedRefresh.set(iss, now)
+    if (this.lastForcedRefresh.size > 10_000) {
+      const oldest = this.lastForcedRefresh.keys().next().value
+      if (oldest !== undefined) this.lastForcedRefresh.delete(oldest)
+    }
+    return true
   }
 
   /** Reads `Authorization: Bearer …` and verifies it for `lxm`. */
@@ -146,9 +171,10 @@ export class ServiceAuthVerifier {
     try {
       verified = await this.verify(token, lxm)
     } catch (err) {
-      const reason = err instanceof XRPCError ? (err.errorMessage ?? err.customErrorName) : 'could not be verified'
-      const name = err instanceof XRPCError ? err.customErrorName : undefined
-      throw new DomainError('InvalidAssertion', `${field} is invalid (${name ?? 'BadJwt'}): ${reason}`)
+      // Only a verdict on the token is the caller's fault; a database or network failure is
+      // ours, answered as a 500 (and never stored as the answer of an idempotency key).
+      if (!(err instanceof AuthRequiredError)) throw err
+      throw new DomainError('InvalidAssertion', `${field} is invalid (${err.customErrorName ?? 'BadJwt'}): ${err.errorMessage}`)
     }
     if (verified.iss !== expectedDid) {
       throw new DomainError('UserDidMismatch', `${field} was issued by ${verified.iss}, not by ${expectedDid}`)

@@ -8,7 +8,10 @@ import type { DatabaseSchema } from './schema.js'
 export type { DatabaseSchema }
 export type DbConn = Kysely<DatabaseSchema>
 
-const BUSY_RETRIES = 50
+/** How long one statement may block the thread waiting for another process's write lock. */
+const BUSY_TIMEOUT_MS = 20
+/** How long, in all, a write may wait for the lock (asynchronously) before it fails. */
+const BUSY_DEADLINE_MS = 10_000
 
 function isBusy(err: unknown): boolean {
   const code = (err as { code?: string } | null)?.code
@@ -29,40 +32,60 @@ export class Database {
     this.sqlite.pragma('journal_mode = WAL')
     this.sqlite.pragma(`synchronous = ${opts.synchronous ?? 'NORMAL'}`)
     this.sqlite.pragma('foreign_keys = ON')
-    this.sqlite.pragma('busy_timeout = 5000')
+    // Short: better-sqlite3 waits synchronously, which would stall every request of this
+    // process; longer waits happen in `retryBusy`, asynchronously.
+    this.sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
     this.db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: this.sqlite }) })
   }
 
   /** Applies the migrations this file has not seen yet, in one exclusive transaction. */
   migrate(): void {
+    const current = () => this.sqlite.pragma('user_version', { simple: true }) as number
+    if (current() >= migrations.length) return
     const run = this.sqlite.transaction(() => {
-      const done = this.sqlite.pragma('user_version', { simple: true }) as number
-      for (let index = done; index < migrations.length; index++) {
+      for (let index = current(); index < migrations.length; index++) {
         this.sqlite.exec(migrations[index]!.up)
         this.sqlite.pragma(`user_version = ${index + 1}`)
       }
     })
-    run.immediate()
+    // Start-up only: several processes may migrate at once; the first wins, the others wait.
+    const deadline = Date.now() + BUSY_DEADLINE_MS
+    for (;;) {
+      try {
+        return run.immediate()
+      } catch (err) {
+        if (!isBusy(err) || Date.now() > deadline) throw err
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20)
+      }
+    }
   }
 
   /**
-   * Runs `fn` in one write transaction that takes the write lock up front (BEGIN IMMEDIATE).
-   * Another process holding the lock makes BEGIN wait (busy_timeout) and then retry, a bounded
-   * number of times. The connection is held for the whole transaction, so other requests'
-   * queries wait for it instead of slipping in between its statements; for the same reason
-   * `fn` must use `tx` only, and never start another transaction (it would wait on itself).
+   * Retries `fn` while another process holds the write lock (SQLITE_BUSY), with a short
+   * random back-off that leaves this process's event loop free, up to a deadline.
+   */
+  async retryBusy<T>(fn: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + BUSY_DEADLINE_MS
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn()
+      } catch (err) {
+        if (!isBusy(err) || Date.now() > deadline) throw err
+        await new Promise((resolve) => setTimeout(resolve, Math.min(50, 1 + attempt) * Math.random()))
+      }
+    }
+  }
+
+  /**
+   * Runs `fn` in one write transaction that takes the write lock up front (BEGIN IMMEDIATE),
+   * waiting for another process's lock through `retryBusy`. The connection is held for the
+   * whole transaction, so other requests' queries wait for it instead of slipping in between
+   * its statements; for the same reason `fn` must use `tx` only, and never start another
+   * transaction (it would wait on itself).
    */
   async transaction<T>(fn: (tx: DbConn) => Promise<T>): Promise<T> {
     return this.db.connection().execute(async (conn) => {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await sql`BEGIN IMMEDIATE`.execute(conn)
-          break
-        } catch (err) {
-          if (!isBusy(err) || attempt >= BUSY_RETRIES) throw err
-          await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20))
-        }
-      }
+      await this.retryBusy(() => sql`BEGIN IMMEDIATE`.execute(conn))
       try {
         const result = await fn(conn)
         await sql`COMMIT`.execute(conn)

@@ -159,6 +159,8 @@ export interface IdempotencyTable {
   requestHash: string
   /** pending while the first request runs; done once its answer is stored. */
   state: string
+  /** A random nonce of the request that holds the key: only it may do the work and store the answer. */
+  owner: string
   /** JSON: { ok: true, body } or { ok: false, status, error, message }. */
   response: string | null
   createdAt: number
@@ -184,11 +186,6 @@ export interface OutboxTable {
   seq: Generated<number>
 }
 
-export interface ServiceStateTable {
-  key: string
-  value: string
-}
-
 export interface DatabaseSchema {
   app: AppTable
   organizer: OrganizerTable
@@ -203,5 +200,4 @@ export interface DatabaseSchema {
   idempotency: IdempotencyTable
   replay: ReplayTable
   outbox: OutboxTable
-  serviceState: ServiceStateTable
 }

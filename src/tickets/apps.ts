@@ -1,3 +1,4 @@
+import { BlockList, isIP } from 'node:net'
 import type { DbConn } from '../db/index.js'
 import type { AppTable } from '../db/schema.js'
 import { newSecret } from '../util/ids.js'
@@ -43,6 +44,10 @@ export async function registerApp(
     updatedAt: opts.nowMs,
   }
   if (merged.eventDelivery === null && merged.webhookUrl) merged.eventDelivery = 'webhook'
+  // Clearing the URL (webhookUrl: null) turns webhook delivery off, unless XRPC is asked for.
+  if (input.webhookUrl === null && input.eventDelivery === undefined && merged.eventDelivery === 'webhook') {
+    merged.eventDelivery = null
+  }
   if (merged.eventDelivery === 'webhook' && !merged.webhookUrl) {
     fail('InvalidWebhookUrl', 'eventDelivery "webhook" needs a webhookUrl')
   }
@@ -60,6 +65,31 @@ export async function registerApp(
   return { app: merged, webhookSecret }
 }
 
+// Addresses a webhook must never point at outside development: loopback, private, link-local,
+// carrier-grade NAT, unspecified, multicast and the IPv6 equivalents (IPv4-mapped included).
+const nonPublic = new BlockList()
+for (const [network, prefix] of [
+  ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16],
+  ['172.16.0.0', 12], ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 3],
+] as const) {
+  nonPublic.addSubnet(network, prefix, 'ipv4')
+}
+for (const [network, prefix] of [['::', 127], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8]] as const) {
+  nonPublic.addSubnet(network, prefix, 'ipv6')
+}
+
+function isNonPublicAddress(address: string): boolean {
+  const family = isIP(address)
+  if (family === 0) return false
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)
+  if (mapped) return nonPublic.check(mapped[1]!, 'ipv4')
+  return nonPublic.check(address, family === 4 ? 'ipv4' : 'ipv6')
+}
+
+/**
+ * A first check of the URL an app gives. Names that resolve to private addresses can only be
+ * caught when delivering (resolve, check every address, connect to the checked one).
+ */
 function checkWebhookUrl(raw: string, devMode: boolean): void {
   let url: URL
   try {
@@ -73,14 +103,8 @@ function checkWebhookUrl(raw: string, devMode: boolean): void {
     return
   }
   if (url.protocol !== 'https:') fail('InvalidWebhookUrl', 'webhookUrl must use https (plain http is allowed only with ATM_DEV_MODE=true)')
-  const host = url.hostname.replace(/^\[|\]$/g, '')
-  const privateHost =
-    host === 'localhost' ||
-    host.endsWith('.localhost') ||
-    /^(127\.|10\.|192\.168\.|169\.254\.|0\.)/.test(host) ||
-    /^172\.(1[6-9]|2\d|3[01])\./.test(host) ||
-    host === '::1' ||
-    /^f[cd]/i.test(host) ||
-    /^fe80:/i.test(host)
-  if (privateHost) fail('InvalidWebhookUrl', 'webhookUrl must be a public host (loopback and private addresses are refused)')
+  const host = url.hostname.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase()
+  if (host === 'localhost' || host.endsWith('.localhost') || isNonPublicAddress(host)) {
+    fail('InvalidWebhookUrl', 'webhookUrl must be a public host (loopback and private addresses are refused)')
+  }
 }

@@ -17,7 +17,7 @@ export const EVENT_STATUSES = ['active', 'paused', 'archived'] as const
 
 export function checkEventStatus(status: string | undefined): void {
   if (status !== undefined && !(EVENT_STATUSES as readonly string[]).includes(status)) {
-    fail('InvalidEvent', `status must be one of ${EVENT_STATUSES.join(', ')}, got "${status}"`)
+    fail('InvalidRequest', `status must be one of ${EVENT_STATUSES.join(', ')}, got "${status}"`)
   }
 }
 
@@ -98,8 +98,8 @@ export async function bindEvent(tx: DbConn, req: BindEventRequest): Promise<Even
   if (existing && input.eventId && input.uri && existing.uri !== input.uri) {
     fail('InvalidEvent', `event ${input.eventId} is bound to ${existing.uri ?? 'no uri'}, not ${input.uri}`)
   }
-  await requireOrganizer(tx, req.organizerDid, scope.environment, req.needsPayments)
-
+  // Consent is checked before anything about the organizer is looked up, so an app without
+  // it learns nothing about whether that DID has signed in or set up payments.
   if (!existing) {
     if (!input.title) fail('InvalidEvent', 'event.title is required when the event is new')
     if (req.organizerDid !== scope.appDid && !req.organizerConsented) {
@@ -109,6 +109,7 @@ export async function bindEvent(tx: DbConn, req: BindEventRequest): Promise<Even
         'forbidden',
       )
     }
+    await requireOrganizer(tx, req.organizerDid, scope.environment, req.needsPayments)
     const row: EventTable = {
       id: newId('evt'),
       appDid: scope.appDid,
@@ -150,6 +151,7 @@ export async function bindEvent(tx: DbConn, req: BindEventRequest): Promise<Even
     }
     changes.organizerDid = req.organizerDid
   }
+  await requireOrganizer(tx, req.organizerDid, scope.environment, req.needsPayments)
   if (req.updateDetails) {
     if (input.title !== undefined) changes.title = input.title
     if (input.cid !== undefined) changes.cid = input.cid

@@ -3,7 +3,7 @@ import { sql } from 'kysely'
 import type { DbConn } from '../db/index.js'
 import type { AppTable, EventTable, HoldItemTable, HoldTable, TierTable } from '../db/schema.js'
 import { newId, newSecret } from '../util/ids.js'
-import { isOnSale, loadUsage, reapExpired, uncountItems } from './capacity.js'
+import { isOnSale, reapExpired, uncountItems } from './capacity.js'
 import { fail } from './errors.js'
 import { getEvent, getEventByUri, type Scope } from './events.js'
 import { requireOrganizer } from './organizers.js'
@@ -75,12 +75,18 @@ export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
   const currencies = new Set(tierRows.map((tier) => tier.currency))
   if (currencies.size > 1) fail('MixedCurrency', `a ticket hold can only use one currency, these tiers use ${[...currencies].join(', ')}`)
 
-  const { tiers: withUsage } = await loadUsage(tx, tierRows, nowMs)
+  // Uncount expired holds of these tiers and groups first, so the counters read next are exact.
+  const groupIds = [...new Set(tierRows.map((t) => t.capacityGroupId).filter((id): id is string => !!id))]
+  await reapExpired(tx, tierIds, groupIds, nowMs)
+  const freshTiers = await tx.selectFrom('tier').selectAll().where('id', 'in', tierIds).execute()
+  const freshGroups = groupIds.length
+    ? await tx.selectFrom('capacityGroup').selectAll().where('id', 'in', groupIds).execute()
+    : []
   for (const item of req.items) {
-    const entry = withUsage.find((t) => t.tier.id === item.tierId)!
-    const { tier } = entry
+    const tier = freshTiers.find((t) => t.id === item.tierId)!
+    const groupStatus = freshGroups.find((g) => g.id === tier.capacityGroupId)?.status ?? null
     if (tier.unitAmount === 0) fail('FreeTicketRequiresClaim', `tier ${tier.id} is free: use ${ids.TicketsAtmosphereClaimFreeTicket}`)
-    if (!isOnSale(tier, event.status, entry.group?.status ?? null, nowMs)) {
+    if (!isOnSale(tier, event.status, groupStatus, nowMs)) {
       fail('TicketsUnavailable', `tier ${tier.id} is not on sale now (${saleState(tier, event, nowMs)})`)
     }
     if (item.quantity > tier.maxPerOrder) {
@@ -89,13 +95,6 @@ export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
   }
   await requireOrganizer(tx, event.organizerDid, scope.environment, true)
 
-  // Capacity: uncount expired holds of these tiers and groups, then check the exact counters.
-  const groupIds = [...new Set(tierRows.map((t) => t.capacityGroupId).filter((id): id is string => !!id))]
-  await reapExpired(tx, tierIds, groupIds, nowMs)
-  const freshTiers = await tx.selectFrom('tier').selectAll().where('id', 'in', tierIds).execute()
-  const freshGroups = groupIds.length
-    ? await tx.selectFrom('capacityGroup').selectAll().where('id', 'in', groupIds).execute()
-    : []
   const askedPerGroup = new Map<string, number>()
   for (const item of req.items) {
     const tier = freshTiers.find((t) => t.id === item.tierId)!

@@ -1,5 +1,6 @@
-import { createHash } from 'node:crypto'
-import type { Database, DbConn } from '../db/index.js'
+import { createHash, randomBytes } from 'node:crypto'
+import type { ExpressionBuilder } from 'kysely'
+import type { Database, DatabaseSchema, DbConn } from '../db/index.js'
 import { DomainError, fail } from './errors.js'
 
 /** Keys are remembered for 24 h (CONTRACT §5.4). */
@@ -30,12 +31,16 @@ function canonical(value: unknown): unknown {
   return value
 }
 
-/** Same input, same hash, whatever the key order the caller's JSON had. */
-export function hashRequest(input: unknown): string {
-  return createHash('sha256').update(JSON.stringify(canonical(input))).digest('hex')
+/**
+ * Same input, same hash, whatever the key order the caller's JSON had. Assertions are left
+ * out: they are single-use, so a retry of the same request carries a freshly minted one.
+ */
+export function hashRequest(input: Record<string, unknown>): string {
+  const { buyerAssertionJwt: _buyer, organizerAssertionJwt: _organizer, ...request } = input
+  return createHash('sha256').update(JSON.stringify(canonical(request))).digest('hex')
 }
 
-export type ClaimResult = { kind: 'claimed' } | { kind: 'stored'; response: StoredResponse }
+export type ClaimResult = { kind: 'claimed'; owner: string } | { kind: 'stored'; response: StoredResponse }
 
 async function readRecord(db: DbConn, scope: IdempotencyScope, nowMs: number) {
   return db
@@ -69,12 +74,15 @@ export async function claimKey(tx: DbConn, scope: IdempotencyScope, requestHash:
       fail('IdempotencyKeyInUse', `a request with idempotencyKey "${scope.key}" is still running: retry in a moment`, 'conflict')
     }
   }
+  const owner = randomBytes(16).toString('hex')
   await tx
     .insertInto('idempotency')
-    .values({ ...scope, requestHash, state: 'pending', response: null, createdAt: nowMs })
-    .onConflict((oc) => oc.columns(['appDid', 'environment', 'method', 'key']).doUpdateSet({ requestHash, state: 'pending', response: null, createdAt: nowMs }))
+    .values({ ...scope, requestHash, state: 'pending', owner, response: null, createdAt: nowMs })
+    .onConflict((oc) =>
+      oc.columns(['appDid', 'environment', 'method', 'key']).doUpdateSet({ requestHash, state: 'pending', owner, response: null, createdAt: nowMs }),
+    )
     .execute()
-  return { kind: 'claimed' }
+  return { kind: 'claimed', owner }
 }
 
 /** Looks up a finished answer for an exact retry (a replayed token may only receive this). */
@@ -87,27 +95,39 @@ export async function findStored(db: DbConn, scope: IdempotencyScope, requestHas
   return JSON.parse(record.response!) as StoredResponse
 }
 
-export async function storeResponse(tx: DbConn, scope: IdempotencyScope, response: StoredResponse): Promise<void> {
+/** The key's row, while it is still pending for `owner`. */
+function ownedBy(scope: IdempotencyScope, owner: string) {
+  return (eb: ExpressionBuilder<DatabaseSchema, 'idempotency'>) =>
+    eb.and([
+      eb('appDid', '=', scope.appDid),
+      eb('environment', '=', scope.environment),
+      eb('method', '=', scope.method),
+      eb('key', '=', scope.key),
+      eb('state', '=', 'pending'),
+      eb('owner', '=', owner),
+    ])
+}
+
+/**
+ * Whether this request still holds its key. A request that stalled past the abandonment
+ * delay may have lost it to a retry, which then did the work: it must not do it again.
+ */
+export async function stillOwned(tx: DbConn, scope: IdempotencyScope, owner: string): Promise<boolean> {
+  const row = await tx.selectFrom('idempotency').select('owner').where(ownedBy(scope, owner)).executeTakeFirst()
+  return row !== undefined
+}
+
+export async function storeResponse(tx: DbConn, scope: IdempotencyScope, owner: string, response: StoredResponse): Promise<void> {
   await tx
     .updateTable('idempotency')
     .set({ state: 'done', response: JSON.stringify(response) })
-    .where('appDid', '=', scope.appDid)
-    .where('environment', '=', scope.environment)
-    .where('method', '=', scope.method)
-    .where('key', '=', scope.key)
+    .where(ownedBy(scope, owner))
     .execute()
 }
 
 /** Frees a key whose request failed for a reason that is not a named answer (a 500). */
-export async function releaseKey(tx: DbConn, scope: IdempotencyScope): Promise<void> {
-  await tx
-    .deleteFrom('idempotency')
-    .where('appDid', '=', scope.appDid)
-    .where('environment', '=', scope.environment)
-    .where('method', '=', scope.method)
-    .where('key', '=', scope.key)
-    .where('state', '=', 'pending')
-    .execute()
+export async function releaseKey(tx: DbConn, scope: IdempotencyScope, owner: string): Promise<void> {
+  await tx.deleteFrom('idempotency').where(ownedBy(scope, owner)).execute()
 }
 
 export function replayStored(response: StoredResponse): Record<string, unknown> {
@@ -137,20 +157,28 @@ export async function runIdempotent<T extends Record<string, unknown>>(
   }
   const claim = await database.transaction((tx) => claimKey(tx, scope, requestHash, Date.now()))
   if (claim.kind === 'stored') return replayStored(claim.response) as T & { reused: true }
+  const { owner } = claim
   try {
     await steps.before?.()
     return await database.transaction(async (tx) => {
+      if (!(await stillOwned(tx, scope, owner))) {
+        const stored = await findStored(tx, scope, requestHash, Date.now())
+        if (stored) return replayStored(stored) as T & { reused: true }
+        fail('IdempotencyKeyInUse', `a request with idempotencyKey "${scope.key}" is still running: retry in a moment`, 'conflict')
+      }
       const body = await steps.work(tx)
-      await storeResponse(tx, scope, { ok: true, body })
+      await storeResponse(tx, scope, owner, { ok: true, body })
       return body
     })
   } catch (err) {
     if (err instanceof DomainError) {
-      await database.transaction((tx) =>
-        storeResponse(tx, scope, { ok: false, errorName: err.errorName, message: err.message, kind: err.kind }),
-      )
+      if (err.errorName !== 'IdempotencyKeyInUse') {
+        await database.transaction((tx) =>
+          storeResponse(tx, scope, owner, { ok: false, errorName: err.errorName, message: err.message, kind: err.kind }),
+        )
+      }
     } else {
-      await database.transaction((tx) => releaseKey(tx, scope)).catch(() => undefined)
+      await database.transaction((tx) => releaseKey(tx, scope, owner)).catch(() => undefined)
     }
     throw err
   }

@@ -61,7 +61,7 @@ export async function completePaymentSetup(
   }
   await tx
     .insertInto('paymentSetup')
-    .values({ organizerDid: did, environment, accountId: newId('pay').replace('pay_', 'acct_test_'), completedAt: nowMs })
+    .values({ organizerDid: did, environment, accountId: newId('acct'), completedAt: nowMs })
     .onConflict((oc) => oc.doNothing())
     .execute()
   return organizer

@@ -1,3 +1,4 @@
+import { sql } from 'kysely'
 import type { DbConn } from '../db/index.js'
 import type { CapacityGroupTable, EventTable, TierTable } from '../db/schema.js'
 import { newId } from '../util/ids.js'
@@ -194,6 +195,7 @@ export async function createTier(
 
 export interface TierUpdate {
   tierId: string
+  capacityGroupId?: string | null
   title?: string
   description?: string | null
   currency?: string
@@ -243,8 +245,53 @@ export async function updateTier(
     changes.quantityTotal = input.quantityTotal
   }
   await tx.updateTable('tier').set(changes).where('id', '=', tier.id).execute()
+  if (input.capacityGroupId !== undefined && input.capacityGroupId !== tier.capacityGroupId) {
+    await moveTierToGroup(tx, scope, tier, input.capacityGroupId, nowMs)
+  }
   const updated = (await getTier(tx, scope, tier.id))!
   return { tier: await tierWithUsage(tx, updated, nowMs), event }
+}
+
+/**
+ * Moves a tier into another capacity group of its event (or out of any): what the tier has
+ * sold and holds moves from the old group's counters to the new one's, which must have room
+ * for it, so the never-oversold invariant holds for both groups at every instant.
+ */
+async function moveTierToGroup(tx: DbConn, scope: Scope, tier: TierTable, groupId: string | null, nowMs: number): Promise<void> {
+  const target = groupId === null ? null : await getGroup(tx, scope, groupId)
+  if (groupId !== null) {
+    if (!target || target.eventId !== tier.eventId) fail('CapacityGroupNotFound', `no capacity group ${groupId} on event ${tier.eventId}`)
+    if (target.status === 'archived') fail('CapacityGroupArchived', `capacity group ${groupId} is archived: reactivate it or use another`)
+    await checkGroupCurrency(tx, groupId, tier.currency, tier.id)
+  }
+  const groupIds = [tier.capacityGroupId, groupId].filter((id): id is string => id !== null)
+  await reapExpired(tx, [tier.id], groupIds, nowMs)
+  const current = (await getTier(tx, scope, tier.id))!
+  if (groupId !== null) {
+    const fresh = (await getGroup(tx, scope, groupId))!
+    const room = fresh.totalCapacity - fresh.sold - fresh.held
+    if (current.sold + current.held > room) {
+      fail(
+        'CapacityBelowCommitted',
+        `capacity group ${groupId} has ${Math.max(0, room)} left, less than the ${current.sold + current.held} tier ${tier.id} has sold or held`,
+      )
+    }
+    await tx
+      .updateTable('capacityGroup')
+      .set({ sold: sql`sold + ${current.sold}`, held: sql`held + ${current.held}`, updatedAt: nowMs })
+      .where('id', '=', groupId)
+      .execute()
+  }
+  if (tier.capacityGroupId !== null) {
+    await tx
+      .updateTable('capacityGroup')
+      .set({ sold: sql`sold - ${current.sold}`, held: sql`held - ${current.held}`, updatedAt: nowMs })
+      .where('id', '=', tier.capacityGroupId)
+      .execute()
+  }
+  await tx.updateTable('tier').set({ capacityGroupId: groupId }).where('id', '=', tier.id).execute()
+  await tx.updateTable('holdItem').set({ capacityGroupId: groupId }).where('tierId', '=', tier.id).where('counted', '=', 1).execute()
+  await tx.updateTable('ticket').set({ capacityGroupId: groupId }).where('tierId', '=', tier.id).execute()
 }
 
 export interface Availability {

@@ -171,6 +171,7 @@ export const up = `
       key TEXT NOT NULL,
       requestHash TEXT NOT NULL,
       state TEXT NOT NULL,
+      owner TEXT NOT NULL,
       response TEXT,
       createdAt INTEGER NOT NULL,
       PRIMARY KEY (appDid, environment, method, key)
@@ -199,9 +200,4 @@ export const up = `
       lastError TEXT
     ) STRICT;
     CREATE INDEX outbox_due ON outbox (nextAttemptAt) WHERE deliveredAt IS NULL;
-
-    CREATE TABLE serviceState (
-      key TEXT PRIMARY KEY,
-      value TEXT NOT NULL
-    ) STRICT;
 `
