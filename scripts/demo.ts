@@ -109,10 +109,10 @@ async function main() {
       }
       console.log(bold(`▶ ${step}`))
       console.log(dim(`  ${query ? 'GET' : 'POST'} /xrpc/${nsid}  as ${who === 'admin' ? 'operator (Basic)' : `${who.name} ${who.did}`}`))
-      if (!query) console.log(indent(JSON.stringify(redact(input), null, 2), '  → '))
+      if (!query) console.log(indent(compactJson(redact(input)), '  → '))
       const res = await fetch(url, init)
       const body = (await res.json()) as Record<string, any>
-      console.log(indent(JSON.stringify(body, null, 2), `  ← ${res.status} `))
+      console.log(indent(compactJson(body), `  ← ${res.status} `))
       console.log()
       if (!res.ok) throw new Error(`${method} failed: ${body.error}: ${body.message}`)
       return body
@@ -182,6 +182,17 @@ async function main() {
   } finally {
     cleanup()
   }
+}
+
+/** JSON with one line per top-level field, and nested objects kept on one line each. */
+function compactJson(value: unknown, depth = 0): string {
+  if (Array.isArray(value)) {
+    if (depth >= 1) return `[\n${value.map((item) => `    ${JSON.stringify(item)}`).join(',\n')}\n  ]`
+    return JSON.stringify(value)
+  }
+  if (value === null || typeof value !== 'object' || depth >= 1) return JSON.stringify(value)
+  const lines = Object.entries(value as Record<string, unknown>).map(([key, item]) => `  ${JSON.stringify(key)}: ${compactJson(item, depth + 1)}`)
+  return `{\n${lines.join(',\n')}\n}`
 }
 
 function indent(text: string, first: string): string {

@@ -1,0 +1,24 @@
+// `npm run demo` is a newcomer's first look: it must keep working end to end.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { join } from 'node:path'
+import { expect, it } from 'vitest'
+import { REPO_ROOT } from './helpers/index.js'
+
+it('the demo walks the whole flow and every step answers 2xx', async () => {
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'dist', 'scripts', 'demo.js')], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ATM_SERVICE_DID: 'did:web:must-be-ignored.example' },
+  })
+  let output = ''
+  child.stdout.on('data', (chunk) => (output += chunk))
+  child.stderr.on('data', (chunk) => (output += chunk))
+  const [code] = (await once(child, 'exit')) as [number | null]
+  expect(code, output).toBe(0)
+  const steps = output.split('\n').filter((line) => line.startsWith('▶ '))
+  expect(steps.length).toBe(13)
+  expect(output).toMatch(/Buyer claims a free ticket[\s\S]*← 200[\s\S]*"claimId": "claim_/)
+  expect(output).not.toMatch(/← [45]\d\d/)
+  expect(output).not.toMatch(/eyJ[\w-]+\.[\w-]+\.[\w-]+/) // assertions are shown as <jwt>
+  expect(output).toContain('Demo finished')
+})
