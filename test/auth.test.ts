@@ -4,6 +4,7 @@
 // verifyJwt / IdResolver let through) has a test here.
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { expectOk, expectError } from './helpers/expect.js'
 import {
   AppClient,
   b64url,
@@ -74,18 +75,7 @@ function probe(token: string): Promise<XrpcResponse> {
   return send(AVAILABILITY, token, { eventId: shared.eventId })
 }
 
-function expectOk(res: XrpcResponse): void {
-  expect(res.status, JSON.stringify(res.body)).toBe(200)
-}
 
-/** Status AND error name (and, where it matters, that the message says why). */
-function expectError(res: XrpcResponse, status: number, error: string, message?: RegExp): void {
-  const detail = JSON.stringify(res.body)
-  expect(res.status, detail).toBe(status)
-  expect(res.body?.error, detail).toBe(error)
-  expect(typeof res.body?.message, detail).toBe('string')
-  if (message) expect(res.body.message, detail).toMatch(message)
-}
 
 /** Binds a new event of `app` to the world's organizer (with their assertion). */
 async function bindEvent(app: AppClient, appToken?: string): Promise<XrpcResponse> {

@@ -6,20 +6,10 @@
 // requests are fired at once, so the whole batch is in flight together from the test's
 // point of view. Nothing here asserts a timing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createPlcIdentity, mintServiceJwt, xrpc, type AppClient, type PlcIdentity, type XrpcResponse } from './helpers/index.js'
+import { settle, type Outcome } from './helpers/expect.js'
+import { createPlcIdentity, mintServiceJwt, xrpc, type AppClient, type PlcIdentity } from './helpers/index.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
 
-/** A response, or the transport error that took its place (status -1). */
-type Outcome = XrpcResponse & { error?: string }
-
-async function settle(p: Promise<XrpcResponse>): Promise<Outcome> {
-  try {
-    return await p
-  } catch (err) {
-    const e = err as Error & { cause?: { code?: string; message?: string } }
-    return { status: -1, body: undefined, headers: new Headers(), error: `${e.message} ${e.cause?.code ?? e.cause?.message ?? ''}`.trim() }
-  }
-}
 
 /** status -> count, plus error names, for readable failure messages. */
 function tally(outcomes: Outcome[]): Record<string, number> {

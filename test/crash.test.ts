@@ -8,19 +8,10 @@
 // capacity were acknowledged, whichever is first, so it lands while grants are still going on.
 import Sqlite from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createPlcIdentity, mintServiceJwt, xrpc, type PlcIdentity, type XrpcResponse } from './helpers/index.js'
+import { settle, type Outcome } from './helpers/expect.js'
+import { createPlcIdentity, mintServiceJwt, xrpc, type PlcIdentity } from './helpers/index.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
 
-type Outcome = XrpcResponse & { error?: string }
-
-async function settle(p: Promise<XrpcResponse>): Promise<Outcome> {
-  try {
-    return await p
-  } catch (err) {
-    const e = err as Error & { cause?: { code?: string; message?: string } }
-    return { status: -1, body: undefined, headers: new Headers(), error: `${e.message} ${e.cause?.code ?? e.cause?.message ?? ''}`.trim() }
-  }
-}
 
 function describeOutcome(o: Outcome): string {
   return o.status === -1 ? `transport error: ${o.error}` : o.status === 200 ? '200' : `${o.status} ${o.body?.error ?? JSON.stringify(o.body)}`

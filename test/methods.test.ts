@@ -13,13 +13,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { expectOk, expectError, type Body } from './helpers/expect.js'
 import {
   AppClient,
   buildDocument,
   createKeypair,
   xrpc,
   type DidWebIdentity,
-  type XrpcResponse,
 } from './helpers/index.js'
 import {
   createEventWithTier,
@@ -36,20 +36,7 @@ import {
 // ---------------------------------------------------------------------------------------
 // helpers
 
-type Body = Record<string, any>
 
-function expectOk(res: XrpcResponse): Body {
-  expect(res.status, JSON.stringify(res.body)).toBe(200)
-  return res.body as Body
-}
-
-/** A failure: its status, its lexicon error name, and a message a person can act on. */
-function expectError(res: XrpcResponse, status: number, error: string): void {
-  expect(res.status, JSON.stringify(res.body)).toBe(status)
-  expect(res.body?.error, JSON.stringify(res.body)).toBe(error)
-  expect(typeof res.body?.message).toBe('string')
-  expect((res.body.message as string).length).toBeGreaterThan(0)
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 

@@ -3,21 +3,11 @@
 // is partitioned by environment: what exists in test is not found in live. An environment
 // other than test / live is 400 InvalidRequest.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { expectOk, expectError, type Body } from './helpers/expect.js'
 import type { AppClient, XrpcResponse } from './helpers/index.js'
 import { eventUri, newApp, newIdentityClient, nsid, startWorld, type World } from './helpers/world.js'
 
-type Body = Record<string, any>
 
-function expectOk(res: XrpcResponse): Body {
-  expect(res.status, JSON.stringify(res.body)).toBe(200)
-  return res.body as Body
-}
-
-function expectError(res: XrpcResponse, status: number, error: string): void {
-  expect(res.status, JSON.stringify(res.body)).toBe(status)
-  expect(res.body?.error, JSON.stringify(res.body)).toBe(error)
-  expect(typeof res.body?.message).toBe('string')
-}
 
 /** Not found, and explicitly not forbidden. */
 function expectNotFound(res: XrpcResponse, error: string): void {
