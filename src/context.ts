@@ -8,6 +8,7 @@ import { ServiceAuthVerifier } from './auth/verifier.js'
 import type { ServerConfig } from './config.js'
 import { Database } from './db/index.js'
 import type { Logger } from './logger.js'
+import { EventRecordReader } from './records/event-record.js'
 
 /** Everything a request handler needs, built once per process from the config. */
 export interface AppContext {
@@ -18,6 +19,7 @@ export interface AppContext {
   didCache: BoundedDidCache
   authVerifier: ServiceAuthVerifier
   replayStore: ReplayStore
+  eventRecords: EventRecordReader
   signingKey: Secp256k1Keypair
   adminPassword: string
 }
@@ -37,7 +39,8 @@ export async function createContext(cfg: ServerConfig, logger: Logger, adminPass
   const replayStore = new ReplayStore(db)
   const authVerifier = new ServiceAuthVerifier(cfg.serviceDid, idResolver, replayStore)
   const signingKey = await Secp256k1Keypair.import(loadSigningKeyHex(cfg), { exportable: true })
-  return { cfg, db, logger, idResolver, didCache, authVerifier, replayStore, signingKey, adminPassword }
+  const eventRecords = new EventRecordReader(idResolver, cfg.devMode)
+  return { cfg, db, logger, idResolver, didCache, authVerifier, replayStore, eventRecords, signingKey, adminPassword }
 }
 
 /**

@@ -5,6 +5,7 @@ import { bindEvent } from '../tickets/events.js'
 import { createTier } from '../tickets/tiers.js'
 import { capacityGroupSummary, eventSummary, tierSummary } from '../tickets/views.js'
 import { verifyOrganizerConsent } from './consent.js'
+import { withRecordDetails } from './event-input.js'
 import { appAuth, json, refuseReplay, scopeOf } from './util.js'
 
 export default function (server: Server, ctx: AppContext) {
@@ -16,13 +17,14 @@ export default function (server: Server, ctx: AppContext) {
       const body = input.body
       const scope = scopeOf(auth.credentials, body.environment)
       const organizerConsented = await verifyOrganizerConsent(ctx, nsid, body)
+      const eventInput = await withRecordDetails(ctx, scope, body.event)
       const nowMs = Date.now()
       const result = await ctx.db.transaction(async (tx) => {
         const event = await bindEvent(tx, {
           scope,
           organizerDid: body.organizerDid,
           organizerConsented,
-          event: body.event,
+          event: eventInput,
           updateDetails: false,
           needsPayments: body.unitAmount > 0,
           nowMs,
