@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, it, expect } from 'vitest'
-import { Lexicons, parseLexiconDoc, type LexiconDoc } from '@atproto/lexicon'
+import { Lexicons, parseLexiconDoc } from '@atproto/lexicon'
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url))
 const lexiconDir = join(repoRoot, 'lexicons')

@@ -1,6 +1,7 @@
 import { sql } from 'kysely'
 import type { DbConn } from '../db/index.js'
 import type { CapacityGroupTable, TierTable } from '../db/schema.js'
+import { fail } from './errors.js'
 
 /*
  * Capacity accounting.
@@ -91,6 +92,47 @@ export async function reapExpired(tx: DbConn, tierIds: string[], groupIds: strin
   for (const item of [...byTier, ...byGroup]) expired.set(`${item.holdId} ${item.tierId}`, item)
   if (expired.size === 0) return
   await uncountItems(tx, [...expired.values()])
+}
+
+/**
+ * The check-and-take behind holds and claims, inside their BEGIN IMMEDIATE transaction:
+ * expired holds of these tiers and groups are uncounted first, then every tier and every
+ * group must have room for all it is asked (items of one group add up), and only then are
+ * the units added to `held` (a hold) or `sold` (issued tickets), all or nothing.
+ */
+export async function takeCapacity(
+  tx: DbConn,
+  items: Array<{ tier: Pick<TierTable, 'id' | 'capacityGroupId'>; quantity: number }>,
+  counter: 'held' | 'sold',
+  nowMs: number,
+): Promise<void> {
+  const tierIds = items.map((item) => item.tier.id)
+  const askedPerGroup = new Map<string, number>()
+  for (const { tier, quantity } of items) {
+    if (tier.capacityGroupId) askedPerGroup.set(tier.capacityGroupId, (askedPerGroup.get(tier.capacityGroupId) ?? 0) + quantity)
+  }
+  const groupIds = [...askedPerGroup.keys()]
+  await reapExpired(tx, tierIds, groupIds, nowMs)
+  const tiers = await tx.selectFrom('tier').select(['id', 'quantityTotal', 'sold', 'held']).where('id', 'in', tierIds).execute()
+  const groups = groupIds.length
+    ? await tx.selectFrom('capacityGroup').select(['id', 'totalCapacity', 'sold', 'held']).where('id', 'in', groupIds).execute()
+    : []
+  for (const { tier, quantity } of items) {
+    const fresh = tiers.find((row) => row.id === tier.id)!
+    const left = fresh.quantityTotal - fresh.sold - fresh.held
+    if (quantity > left) fail('InsufficientTicketCapacity', `tier ${tier.id} has ${Math.max(0, left)} left, asked for ${quantity}`)
+  }
+  for (const group of groups) {
+    const asked = askedPerGroup.get(group.id)!
+    const left = group.totalCapacity - group.sold - group.held
+    if (asked > left) fail('InsufficientTicketCapacity', `capacity group ${group.id} has ${Math.max(0, left)} left, asked for ${asked}`)
+  }
+  for (const { tier, quantity } of items) {
+    await tx.updateTable('tier').set({ [counter]: sql`${sql.ref(counter)} + ${quantity}` }).where('id', '=', tier.id).execute()
+  }
+  for (const [groupId, asked] of askedPerGroup) {
+    await tx.updateTable('capacityGroup').set({ [counter]: sql`${sql.ref(counter)} + ${asked}` }).where('id', '=', groupId).execute()
+  }
 }
 
 /** Removes items from the held counters (release, completion, expiry). */

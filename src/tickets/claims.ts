@@ -3,7 +3,7 @@ import { sql } from 'kysely'
 import type { DbConn } from '../db/index.js'
 import type { AppTable, TicketTable } from '../db/schema.js'
 import { newId, newSecret } from '../util/ids.js'
-import { isOnSale, reapExpired } from './capacity.js'
+import { isOnSale, takeCapacity } from './capacity.js'
 import { fail } from './errors.js'
 import { getEvent, type Scope } from './events.js'
 import { saleState } from './holds.js'
@@ -62,21 +62,7 @@ export async function claimFreeTickets(tx: DbConn, req: ClaimRequest, nowMs: num
     )
   }
 
-  await reapExpired(tx, [tier.id], group ? [group.id] : [], nowMs)
-  const fresh = await requireTier(tx, scope, tier.id)
-  const tierLeft = fresh.quantityTotal - fresh.sold - fresh.held
-  if (req.quantity > tierLeft) {
-    fail('InsufficientTicketCapacity', `tier ${tier.id} has ${Math.max(0, tierLeft)} left, asked for ${req.quantity}`)
-  }
-  if (group) {
-    const freshGroup = (await getGroup(tx, scope, group.id))!
-    const groupLeft = freshGroup.totalCapacity - freshGroup.sold - freshGroup.held
-    if (req.quantity > groupLeft) {
-      fail('InsufficientTicketCapacity', `capacity group ${group.id} has ${Math.max(0, groupLeft)} left, asked for ${req.quantity}`)
-    }
-    await tx.updateTable('capacityGroup').set({ sold: sql`sold + ${req.quantity}` }).where('id', '=', group.id).execute()
-  }
-  await tx.updateTable('tier').set({ sold: sql`sold + ${req.quantity}` }).where('id', '=', tier.id).execute()
+  await takeCapacity(tx, [{ tier, quantity: req.quantity }], 'sold', nowMs)
 
   const claimId = newId('claim')
   await tx

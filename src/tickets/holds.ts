@@ -1,9 +1,8 @@
 import { ids } from '../lexicon/lexicons.js'
-import { sql } from 'kysely'
 import type { DbConn } from '../db/index.js'
 import type { AppTable, EventTable, HoldItemTable, HoldTable, TierTable } from '../db/schema.js'
 import { newId, newSecret } from '../util/ids.js'
-import { isOnSale, reapExpired, uncountItems } from './capacity.js'
+import { isOnSale, takeCapacity, uncountItems } from './capacity.js'
 import { fail } from './errors.js'
 import { getEvent, getEventByUri, type Scope } from './events.js'
 import { requireOrganizer } from './organizers.js'
@@ -75,18 +74,16 @@ export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
   const currencies = new Set(tierRows.map((tier) => tier.currency))
   if (currencies.size > 1) fail('MixedCurrency', `a ticket hold can only use one currency, these tiers use ${[...currencies].join(', ')}`)
 
-  // Uncount expired holds of these tiers and groups first, so the counters read next are exact.
   const groupIds = [...new Set(tierRows.map((t) => t.capacityGroupId).filter((id): id is string => !!id))]
-  await reapExpired(tx, tierIds, groupIds, nowMs)
-  const freshTiers = await tx.selectFrom('tier').selectAll().where('id', 'in', tierIds).execute()
-  const freshGroups = groupIds.length
-    ? await tx.selectFrom('capacityGroup').selectAll().where('id', 'in', groupIds).execute()
-    : []
+  const groupStatus = new Map(
+    groupIds.length
+      ? (await tx.selectFrom('capacityGroup').select(['id', 'status']).where('id', 'in', groupIds).execute()).map((g) => [g.id, g.status])
+      : [],
+  )
   for (const item of req.items) {
-    const tier = freshTiers.find((t) => t.id === item.tierId)!
-    const groupStatus = freshGroups.find((g) => g.id === tier.capacityGroupId)?.status ?? null
+    const tier = tiersById.get(item.tierId)!
     if (tier.unitAmount === 0) fail('FreeTicketRequiresClaim', `tier ${tier.id} is free: use ${ids.TicketsAtmosphereClaimFreeTicket}`)
-    if (!isOnSale(tier, event.status, groupStatus, nowMs)) {
+    if (!isOnSale(tier, event.status, groupStatus.get(tier.capacityGroupId ?? '') ?? null, nowMs)) {
       fail('TicketsUnavailable', `tier ${tier.id} is not on sale now (${saleState(tier, event, nowMs)})`)
     }
     if (item.quantity > tier.maxPerOrder) {
@@ -94,23 +91,12 @@ export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
     }
   }
   await requireOrganizer(tx, event.organizerDid, scope.environment, true)
-
-  const askedPerGroup = new Map<string, number>()
-  for (const item of req.items) {
-    const tier = freshTiers.find((t) => t.id === item.tierId)!
-    const remaining = tier.quantityTotal - tier.sold - tier.held
-    if (item.quantity > remaining) {
-      fail('InsufficientTicketCapacity', `tier ${tier.id} has ${Math.max(0, remaining)} left, asked for ${item.quantity}`)
-    }
-    if (tier.capacityGroupId) askedPerGroup.set(tier.capacityGroupId, (askedPerGroup.get(tier.capacityGroupId) ?? 0) + item.quantity)
-  }
-  for (const [groupId, asked] of askedPerGroup) {
-    const group = freshGroups.find((g) => g.id === groupId)!
-    const remaining = group.totalCapacity - group.sold - group.held
-    if (asked > remaining) {
-      fail('InsufficientTicketCapacity', `capacity group ${groupId} has ${Math.max(0, remaining)} left, asked for ${asked}`)
-    }
-  }
+  await takeCapacity(
+    tx,
+    req.items.map((item) => ({ tier: tiersById.get(item.tierId)!, quantity: item.quantity })),
+    'held',
+    nowMs,
+  )
 
   const holdId = newId('hold')
   const expiresAt = nowMs + req.ttlSeconds * 1000
@@ -151,12 +137,6 @@ export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
   }
   await tx.insertInto('hold').values(hold).execute()
   await tx.insertInto('holdItem').values(items).execute()
-  for (const item of items) {
-    await tx.updateTable('tier').set({ held: sql`held + ${item.quantity}` }).where('id', '=', item.tierId).execute()
-  }
-  for (const [groupId, asked] of askedPerGroup) {
-    await tx.updateTable('capacityGroup').set({ held: sql`held + ${asked}` }).where('id', '=', groupId).execute()
-  }
 
   const output = {
     holdId,

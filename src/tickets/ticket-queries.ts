@@ -16,7 +16,7 @@ function decodeCursor(cursor: string | undefined): string | undefined {
   return id
 }
 
-async function decorate(db: DbConn, scope: Scope, rows: TicketTable[], includeToken: boolean) {
+async function decorate(db: DbConn, rows: TicketTable[], includeToken: boolean) {
   const eventIds = [...new Set(rows.map((r) => r.eventId))]
   const tierIds = [...new Set(rows.map((r) => r.tierId))]
   const events = eventIds.length ? await db.selectFrom('event').select(['id', 'uri']).where('id', 'in', eventIds).execute() : []
@@ -50,7 +50,7 @@ export async function listBuyerTickets(
   if (after) query = query.where('id', '>', after)
   const rows = await query.orderBy('id').limit(q.limit + 1).execute()
   const { pageRows, cursor } = page(rows, q.limit)
-  return { tickets: await decorate(db, scope, pageRows, true), cursor }
+  return { tickets: await decorate(db, pageRows, true), cursor }
 }
 
 /** An event's (or an organizer's) tickets for the organizer's app: never the scan tokens. */
@@ -85,5 +85,5 @@ export async function listOrganizerTickets(
   if (after) query = query.where('ticket.id', '>', after)
   const rows = await query.orderBy('ticket.id').limit(q.limit + 1).execute()
   const { pageRows, cursor } = page(rows, q.limit)
-  return { tickets: await decorate(db, scope, pageRows, false), cursor }
+  return { tickets: await decorate(db, pageRows, false), cursor }
 }
