@@ -7,6 +7,7 @@
 // point of view. Nothing here asserts a timing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { settle, type Outcome } from './helpers/expect.js'
+import { rng } from './helpers/random.js'
 import { createPlcIdentity, mintServiceJwt, xrpc, type AppClient, type PlcIdentity } from './helpers/index.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
 
@@ -30,18 +31,6 @@ function reportUnexpected(outcomes: Outcome[], expected: (o: Outcome) => boolean
     seen.set(key, (seen.get(key) ?? 0) + 1)
   }
   for (const [key, n] of seen) console.log(`unexpected answer ×${n}: ${key}`)
-}
-
-/** Deterministic PRNG (mulberry32), so a failing mix can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** Service log lines at error level or above (pino: 50 = error, 60 = fatal). */

@@ -10,7 +10,7 @@ import { fail } from './errors.js'
  * in holds still counted). A hold item stays counted (`holdItem.counted = 1`) until its hold
  * is released, completed, or found expired. Nothing has to run when a hold expires:
  *
- * - readers subtract the counted-but-expired units (`expiredUnits`), found through a partial
+ * - readers subtract the counted-but-expired units (`expiredUnitsBy`), found through a partial
  *   index that holds only counted items, so they touch live holds only;
  * - writers first "reap" those expired items for the tiers and groups they are about to
  *   change (uncount them and lower the counters), inside their BEGIN IMMEDIATE transaction,
@@ -31,34 +31,23 @@ export function usage(total: number, heldCounter: number, expired: number, sold:
   return { total, held, sold, remaining: Math.max(0, total - sold - held) }
 }
 
-export async function expiredUnitsByTier(db: DbConn, tierIds: string[], nowMs: number): Promise<Map<string, number>> {
-  const result = new Map<string, number>()
-  if (tierIds.length === 0) return result
-  const rows = await db
-    .selectFrom('holdItem')
-    .select(['tierId', sql<number>`SUM(quantity)`.as('units')])
-    .where('counted', '=', 1)
-    .where('tierId', 'in', tierIds)
-    .where('expiresAt', '<=', nowMs)
-    .groupBy('tierId')
-    .execute()
-  for (const row of rows) result.set(row.tierId, Number(row.units))
-  return result
+/** Hold items still counted in the `held` counters but past their expiry, by tier or by group. */
+function countedExpired(db: DbConn, column: 'tierId' | 'capacityGroupId', ids: string[], nowMs: number) {
+  return db.selectFrom('holdItem').where('counted', '=', 1).where(column, 'in', ids).where('expiresAt', '<=', nowMs)
 }
 
-export async function expiredUnitsByGroup(db: DbConn, groupIds: string[], nowMs: number): Promise<Map<string, number>> {
-  const result = new Map<string, number>()
-  if (groupIds.length === 0) return result
-  const rows = await db
-    .selectFrom('holdItem')
-    .select(['capacityGroupId', sql<number>`SUM(quantity)`.as('units')])
-    .where('counted', '=', 1)
-    .where('capacityGroupId', 'in', groupIds)
-    .where('expiresAt', '<=', nowMs)
-    .groupBy('capacityGroupId')
+async function expiredUnitsBy(
+  db: DbConn,
+  column: 'tierId' | 'capacityGroupId',
+  ids: string[],
+  nowMs: number,
+): Promise<Map<string, number>> {
+  if (ids.length === 0) return new Map()
+  const rows = await countedExpired(db, column, ids, nowMs)
+    .select([`${column} as id`, sql<number>`SUM(quantity)`.as('units')])
+    .groupBy(column)
     .execute()
-  for (const row of rows) if (row.capacityGroupId) result.set(row.capacityGroupId, Number(row.units))
-  return result
+  return new Map(rows.map((row) => [row.id as string, Number(row.units)]))
 }
 
 /**
@@ -66,28 +55,11 @@ export async function expiredUnitsByGroup(db: DbConn, groupIds: string[], nowMs:
  * counters. Must run inside a write transaction, before capacity is checked.
  */
 export async function reapExpired(tx: DbConn, tierIds: string[], groupIds: string[], nowMs: number): Promise<void> {
-  if (tierIds.length === 0 && groupIds.length === 0) return
-  // Two queries, not one with OR: each then searches its own partial index by key and
-  // expiry instead of scanning every counted item.
+  // One query per column, not one with OR: each then searches its own partial index by key
+  // and expiry instead of scanning every counted item.
   const columns = ['holdId', 'tierId', 'capacityGroupId', 'quantity'] as const
-  const byTier = tierIds.length
-    ? await tx
-        .selectFrom('holdItem')
-        .select(columns)
-        .where('counted', '=', 1)
-        .where('tierId', 'in', tierIds)
-        .where('expiresAt', '<=', nowMs)
-        .execute()
-    : []
-  const byGroup = groupIds.length
-    ? await tx
-        .selectFrom('holdItem')
-        .select(columns)
-        .where('counted', '=', 1)
-        .where('capacityGroupId', 'in', groupIds)
-        .where('expiresAt', '<=', nowMs)
-        .execute()
-    : []
+  const byTier = tierIds.length ? await countedExpired(tx, 'tierId', tierIds, nowMs).select(columns).execute() : []
+  const byGroup = groupIds.length ? await countedExpired(tx, 'capacityGroupId', groupIds, nowMs).select(columns).execute() : []
   const expired = new Map<string, (typeof byTier)[number]>()
   for (const item of [...byTier, ...byGroup]) expired.set(`${item.holdId} ${item.tierId}`, item)
   if (expired.size === 0) return
@@ -188,8 +160,8 @@ export async function withUsage(
   groupRows: CapacityGroupTable[],
   nowMs: number,
 ): Promise<{ tiers: TierWithUsage[]; groups: Map<string, CapacityGroupTable & { usage: Usage }> }> {
-  const expiredTier = await expiredUnitsByTier(db, tiers.map((t) => t.id), nowMs)
-  const expiredGroup = await expiredUnitsByGroup(db, groupRows.map((g) => g.id), nowMs)
+  const expiredTier = await expiredUnitsBy(db, 'tierId', tiers.map((t) => t.id), nowMs)
+  const expiredGroup = await expiredUnitsBy(db, 'capacityGroupId', groupRows.map((g) => g.id), nowMs)
   const groups = new Map<string, CapacityGroupTable & { usage: Usage }>()
   for (const group of groupRows) {
     groups.set(group.id, {
