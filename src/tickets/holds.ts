@@ -49,9 +49,9 @@ export function checkHoldItems(items: Array<{ tierId: string; quantity: number }
 export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
   const { scope } = req
   checkHoldItems(req.items)
-  if (req.eventId || req.eventUri) {
-    const named = req.eventId ? await getEvent(tx, scope, req.eventId) : await getEventByUri(tx, scope, req.eventUri!)
-    if (!named) fail('EventNotFound', `no ticketed event ${req.eventId ?? req.eventUri} for this app in ${scope.environment}`)
+  const named = req.eventId ? await getEvent(tx, scope, req.eventId) : req.eventUri ? await getEventByUri(tx, scope, req.eventUri) : undefined
+  if ((req.eventId || req.eventUri) && !named) {
+    fail('EventNotFound', `no ticketed event ${req.eventId ?? req.eventUri} for this app in ${scope.environment}`)
   }
   const tierIds = req.items.map((item) => item.tierId)
   const tierRows = await tx
@@ -67,7 +67,7 @@ export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
 
   const eventIds = new Set(tierRows.map((tier) => tier.eventId))
   if (eventIds.size > 1) fail('MixedEvents', 'a ticket hold can only contain tiers of one event: make one hold per event')
-  const event = (await getEvent(tx, scope, tierRows[0]!.eventId))!
+  const event = named?.id === tierRows[0]!.eventId ? named : (await getEvent(tx, scope, tierRows[0]!.eventId))!
   if ((req.eventId && req.eventId !== event.id) || (req.eventUri && req.eventUri !== event.uri)) {
     fail('MixedEvents', `the tiers belong to event ${event.id}, not to the event named in the request`)
   }
