@@ -9,6 +9,7 @@ import type { ServerConfig } from './config.js'
 import { Database } from './db/index.js'
 import type { Logger } from './logger.js'
 import { EventRecordReader } from './records/event-record.js'
+import { sleepSync } from './util/time.js'
 
 /** Everything a request handler needs, built once per process from the config. */
 export interface AppContext {
@@ -61,6 +62,6 @@ export function loadSigningKeyHex(cfg: ServerConfig): string {
     const hex = readFileSync(path, 'utf8').trim()
     if (/^[0-9a-f]{64}$/.test(hex)) return hex
     if (attempt > 50) throw new Error(`${path} does not hold a 64-hex-digit key`)
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10)
+    sleepSync(10)
   }
 }

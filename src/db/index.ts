@@ -4,6 +4,7 @@ import SqliteDatabase from 'better-sqlite3'
 import { Kysely, SqliteDialect, sql } from 'kysely'
 import { migrations } from './migrations/index.js'
 import type { DatabaseSchema } from './schema.js'
+import { sleepSync } from '../util/time.js'
 
 export type { DatabaseSchema }
 export type DbConn = Kysely<DatabaseSchema>
@@ -55,7 +56,7 @@ export class Database {
         return run.immediate()
       } catch (err) {
         if (!isBusy(err) || Date.now() > deadline) throw err
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20)
+        sleepSync(20)
       }
     }
   }

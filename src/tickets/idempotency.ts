@@ -42,14 +42,27 @@ export function hashRequest(input: Record<string, unknown>): string {
 
 export type ClaimResult = { kind: 'claimed'; owner: string } | { kind: 'stored'; response: StoredResponse }
 
+type IdempotencyFilter = ExpressionBuilder<DatabaseSchema, 'idempotency'>
+
+/** The row of this key (its primary key). */
+function keyIs(eb: IdempotencyFilter, scope: IdempotencyScope) {
+  return eb.and([
+    eb('appDid', '=', scope.appDid),
+    eb('environment', '=', scope.environment),
+    eb('method', '=', scope.method),
+    eb('key', '=', scope.key),
+  ])
+}
+
+function keyInUse(scope: IdempotencyScope): never {
+  return fail('IdempotencyKeyInUse', `a request with idempotencyKey "${scope.key}" is still running: retry in a moment`, 'conflict')
+}
+
 async function readRecord(db: DbConn, scope: IdempotencyScope, nowMs: number) {
   return db
     .selectFrom('idempotency')
     .selectAll()
-    .where('appDid', '=', scope.appDid)
-    .where('environment', '=', scope.environment)
-    .where('method', '=', scope.method)
-    .where('key', '=', scope.key)
+    .where((eb) => keyIs(eb, scope))
     .where('createdAt', '>', nowMs - IDEMPOTENCY_TTL_MS)
     .executeTakeFirst()
 }
@@ -71,7 +84,7 @@ export async function claimKey(tx: DbConn, scope: IdempotencyScope, requestHash:
     }
     if (record.state === 'done') return { kind: 'stored', response: JSON.parse(record.response!) as StoredResponse }
     if (nowMs - record.createdAt < ABANDONED_AFTER_MS) {
-      fail('IdempotencyKeyInUse', `a request with idempotencyKey "${scope.key}" is still running: retry in a moment`, 'conflict')
+      keyInUse(scope)
     }
   }
   const owner = randomBytes(16).toString('hex')
@@ -90,22 +103,14 @@ export async function findStored(db: DbConn, scope: IdempotencyScope, requestHas
   const record = await readRecord(db, scope, nowMs)
   if (!record || record.requestHash !== requestHash) return null
   if (record.state !== 'done') {
-    fail('IdempotencyKeyInUse', `a request with idempotencyKey "${scope.key}" is still running: retry in a moment`, 'conflict')
+    keyInUse(scope)
   }
   return JSON.parse(record.response!) as StoredResponse
 }
 
 /** The key's row, while it is still pending for `owner`. */
 function ownedBy(scope: IdempotencyScope, owner: string) {
-  return (eb: ExpressionBuilder<DatabaseSchema, 'idempotency'>) =>
-    eb.and([
-      eb('appDid', '=', scope.appDid),
-      eb('environment', '=', scope.environment),
-      eb('method', '=', scope.method),
-      eb('key', '=', scope.key),
-      eb('state', '=', 'pending'),
-      eb('owner', '=', owner),
-    ])
+  return (eb: IdempotencyFilter) => eb.and([keyIs(eb, scope), eb('state', '=', 'pending'), eb('owner', '=', owner)])
 }
 
 /**
@@ -164,7 +169,7 @@ export async function runIdempotent<T extends Record<string, unknown>>(
       if (!(await stillOwned(tx, scope, owner))) {
         const stored = await findStored(tx, scope, requestHash, Date.now())
         if (stored) return replayStored(stored) as T & { reused: true }
-        fail('IdempotencyKeyInUse', `a request with idempotencyKey "${scope.key}" is still running: retry in a moment`, 'conflict')
+        keyInUse(scope)
       }
       const body = await steps.work(tx)
       await storeResponse(tx, scope, owner, { ok: true, body })
