@@ -81,37 +81,47 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
     }
   }
 
-  it('kill -9 during a stream of holds: every acknowledged hold survives, nothing oversold', async () => {
-    await ensureRunning()
-    const TOTAL = 300
-    const { tierId, eventId } = await createEventWithTier(world, { quantityTotal: TOTAL, maxPerOrder: 3 })
-    const random = rng(0xc4a5 + workers)
-    const acked: Array<{ holdId: string; quantity: number }> = []
+  /**
+   * Sends requests from IN_FLIGHT lanes until two thirds of `total` is acknowledged (or 1.5 s
+   * passed), then kill -9s the service mid-stream; answers are sorted by before and after.
+   */
+  async function streamThenKill(total: number, send: () => Promise<{ res: Outcome; units: number }>) {
     let ackedUnits = 0
     const beforeKill: string[] = []
     const afterKill: string[] = []
     let firing = true
     let killing = false
-
     const lane = async () => {
       while (firing) {
-        const quantity = 1 + Math.floor(random() * 3)
-        const res = await settle(world.app.call(HOLD, { items: [{ tierId, quantity }] }))
-        if (res.status === 200) {
-          acked.push({ holdId: res.body.holdId, quantity })
-          ackedUnits += quantity
-        }
+        const { res, units } = await send()
+        ackedUnits += units
         ;(killing ? afterKill : beforeKill).push(describeOutcome(res))
         // Once the service is gone, don't spin on refused connections.
         if (res.status === -1) await sleep(20)
       }
     }
     const lanes = Array.from({ length: IN_FLIGHT }, lane)
-    await until(1500, () => ackedUnits >= (TOTAL * 2) / 3)
+    await until(1500, () => ackedUnits >= (total * 2) / 3)
     killing = true
     await world.service.kill9()
     firing = false
     await Promise.all(lanes)
+    return { beforeKill, afterKill, ackedUnits }
+  }
+
+  it('kill -9 during a stream of holds: every acknowledged hold survives, nothing oversold', async () => {
+    await ensureRunning()
+    const TOTAL = 300
+    const { tierId, eventId } = await createEventWithTier(world, { quantityTotal: TOTAL, maxPerOrder: 3 })
+    const random = rng(0xc4a5 + workers)
+    const acked: Array<{ holdId: string; quantity: number }> = []
+    const { beforeKill, afterKill, ackedUnits } = await streamThenKill(TOTAL, async () => {
+      const quantity = 1 + Math.floor(random() * 3)
+      const res = await settle(world.app.call(HOLD, { items: [{ tierId, quantity }] }))
+      if (res.status !== 200) return { res, units: 0 }
+      acked.push({ holdId: res.body.holdId, quantity })
+      return { res, units: quantity }
+    })
     console.log(`[workers=${workers}] holds before kill -9:`, tally(beforeKill), 'acknowledged units', ackedUnits, '; answers around the kill:', tally(afterKill))
 
     // Before the crash, every answer was a real one: granted, or refused for capacity.
@@ -173,42 +183,24 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
     const buyers: PlcIdentity[] = await Promise.all(Array.from({ length: 8 }, () => createPlcIdentity(world.plc.url)))
     const random = rng(0xf4ee + workers)
     const acked: Array<{ claimId: string; buyerDid: string; ticketIds: string[] }> = []
-    let ackedUnits = 0
-    const beforeKill: string[] = []
-    const afterKill: string[] = []
-    let firing = true
-    let killing = false
     let counter = 0
     const wrongCounts: string[] = []
-
-    const lane = async () => {
-      while (firing) {
-        const buyer = buyers[counter++ % buyers.length]!
-        const quantity = 1 + Math.floor(random() * 3)
-        const aud = world.service.serviceDid
-        const [token, assertion] = await Promise.all([
-          mintServiceJwt({ keypair: world.app.identity.keypair, iss: world.app.did, aud, lxm: CLAIM }),
-          mintServiceJwt({ keypair: buyer.keypair, iss: buyer.did, aud, lxm: CLAIM }),
-        ])
-        const body = { tierId, quantity, buyerDid: buyer.did, buyerAssertionJwt: assertion }
-        const res = await settle(xrpc(world.service.url, CLAIM, { body, token }))
-        if (res.status === 200) {
-          const ticketIds = (res.body.tickets as Array<{ ticketId: string }>).map((t) => t.ticketId)
-          if (ticketIds.length !== quantity) wrongCounts.push(`${res.body.claimId}: asked ${quantity}, got ${ticketIds.length}`)
-          acked.push({ claimId: res.body.claimId, buyerDid: buyer.did, ticketIds })
-          ackedUnits += quantity
-        }
-        ;(killing ? afterKill : beforeKill).push(describeOutcome(res))
-        // Once the service is gone, don't spin on refused connections.
-        if (res.status === -1) await sleep(20)
-      }
-    }
-    const lanes = Array.from({ length: IN_FLIGHT }, lane)
-    await until(1500, () => ackedUnits >= (TOTAL * 2) / 3)
-    killing = true
-    await world.service.kill9()
-    firing = false
-    await Promise.all(lanes)
+    const { beforeKill, afterKill, ackedUnits } = await streamThenKill(TOTAL, async () => {
+      const buyer = buyers[counter++ % buyers.length]!
+      const quantity = 1 + Math.floor(random() * 3)
+      const aud = world.service.serviceDid
+      const [token, assertion] = await Promise.all([
+        mintServiceJwt({ keypair: world.app.identity.keypair, iss: world.app.did, aud, lxm: CLAIM }),
+        mintServiceJwt({ keypair: buyer.keypair, iss: buyer.did, aud, lxm: CLAIM }),
+      ])
+      const body = { tierId, quantity, buyerDid: buyer.did, buyerAssertionJwt: assertion }
+      const res = await settle(xrpc(world.service.url, CLAIM, { body, token }))
+      if (res.status !== 200) return { res, units: 0 }
+      const ticketIds = (res.body.tickets as Array<{ ticketId: string }>).map((t) => t.ticketId)
+      if (ticketIds.length !== quantity) wrongCounts.push(`${res.body.claimId}: asked ${quantity}, got ${ticketIds.length}`)
+      acked.push({ claimId: res.body.claimId, buyerDid: buyer.did, ticketIds })
+      return { res, units: quantity }
+    })
     console.log(`[workers=${workers}] claims before kill -9:`, tally(beforeKill), 'acknowledged tickets', ackedUnits, '; answers around the kill:', tally(afterKill))
 
     const unexpected = beforeKill.filter((k) => k !== '200' && k !== '400 InsufficientTicketCapacity')
