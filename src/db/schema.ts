@@ -92,7 +92,10 @@ export interface HoldTable {
   token: string
   buyerDid: string | null
   customerEmail: string | null
-  /** active | released | completed; "expired" is derived from expiresAt. */
+  /**
+   * active | released | completed | expired. An active hold past expiresAt is expired already
+   * (readers derive it); the sweeper writes "expired" later, when it reports the expiry.
+   */
   status: string
   expiresAt: number
   amountCents: number
@@ -149,6 +152,68 @@ export interface TicketTable {
   holdId: string | null
   issuedAt: number
   checkedInAt: number | null
+  /** Price paid for this ticket, in the currency's smallest unit (0 for free claims). */
+  unitAmount: number
+  currency: string | null
+  refundId: string | null
+  voidedAt: number | null
+  refundedAt: number | null
+  /** Why the ticket was voided or refunded, as the app said. */
+  statusReason: string | null
+}
+
+export interface PaymentTable {
+  id: string
+  appDid: string
+  environment: string
+  holdId: string
+  eventId: string
+  amount: number
+  currency: string
+  /** succeeded | partially_refunded | refunded */
+  status: string
+  refundedAmount: number
+  provider: string
+  providerRef: string
+  cardBrand: string | null
+  cardLast4: string | null
+  buyerDid: string | null
+  customerEmail: string | null
+  pageSecret: string
+  createdAt: number
+  updatedAt: number
+}
+
+export interface RefundTable {
+  id: string
+  appDid: string
+  environment: string
+  paymentId: string
+  amount: number
+  currency: string
+  reason: string | null
+  forced: number
+  providerRef: string
+  createdAt: number
+}
+
+export interface CheckInListTable {
+  id: string
+  eventId: string
+  appDid: string
+  environment: string
+  name: string
+  createdAt: number
+}
+
+export interface CheckInTable {
+  id: string
+  ticketId: string
+  checkInListId: string
+  appDid: string
+  environment: string
+  checkedInAt: number
+  metadata: string | null
 }
 
 export interface IdempotencyTable {
@@ -200,4 +265,8 @@ export interface DatabaseSchema {
   idempotency: IdempotencyTable
   replay: ReplayTable
   outbox: OutboxTable
+  payment: PaymentTable
+  refund: RefundTable
+  checkInList: CheckInListTable
+  checkIn: CheckInTable
 }

@@ -96,6 +96,12 @@ export async function claimFreeTickets(tx: DbConn, req: ClaimRequest, nowMs: num
     holdId: null,
     issuedAt: nowMs,
     checkedInAt: null,
+    unitAmount: 0,
+    currency: tier.currency,
+    refundId: null,
+    voidedAt: null,
+    refundedAt: null,
+    statusReason: null,
   }))
   await tx.insertInto('ticket').values(tickets).execute()
   const views = tickets.map((t) => ticketView(t, { eventUri: event.uri, tierTitle: tier.title, includeToken: true }))

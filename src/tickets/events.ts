@@ -130,6 +130,17 @@ export async function bindEvent(tx: DbConn, req: BindEventRequest): Promise<Even
       updatedAt: nowMs,
     }
     await tx.insertInto('event').values(row).execute()
+    await tx
+      .insertInto('checkInList')
+      .values({
+        id: row.checkInListId,
+        eventId: row.id,
+        appDid: row.appDid,
+        environment: row.environment,
+        name: 'Main entrance',
+        createdAt: nowMs,
+      })
+      .execute()
     return row
   }
 

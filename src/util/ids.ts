@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { base58btc } from 'multiformats/bases/base58'
 
-export type IdPrefix = 'evt' | 'cg' | 'tier' | 'hold' | 'claim' | 'pay' | 'tkt' | 'cil' | 'chk' | 'dlv' | 'acct'
+export type IdPrefix = 'evt' | 'cg' | 'tier' | 'hold' | 'claim' | 'pay' | 'tkt' | 'cil' | 'chk' | 'dlv' | 'acct' | 'ref'
 
 /** Prefixed, unguessable identifiers (128 random bits), Stripe style: `hold_3xK…`. */
 export function newId(prefix: IdPrefix): string {

@@ -1,7 +1,11 @@
 import * as init from './001-init.js'
+import * as lifecycle from './002-lifecycle.js'
 
 /**
  * Ordered list of migrations; the database's `user_version` says how many have run.
  * A migration, once shipped, is never edited: append the next one instead.
  */
-export const migrations: ReadonlyArray<{ name: string; up: string }> = [{ name: '001-init', up: init.up }]
+export const migrations: ReadonlyArray<{ name: string; up: string }> = [
+  { name: '001-init', up: init.up },
+  { name: '002-lifecycle', up: lifecycle.up },
+]
