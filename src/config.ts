@@ -18,6 +18,15 @@ export interface ServerConfig {
   version: string
   /** SQLite `synchronous` level: NORMAL survives a process crash, FULL also a power cut. */
   dbSynchronous: 'NORMAL' | 'FULL'
+  /** First retry delay of an undelivered event; each later one doubles, up to `deliveryRetryMaxMs`. */
+  deliveryRetryBaseMs: number
+  deliveryRetryMaxMs: number
+  /** How long one delivery may take (connect, send, response) before it counts as failed. */
+  deliveryTimeoutMs: number
+  /** How often each process looks for events due (other processes' and retries); its own wake it at once. */
+  deliveryPollMs: number
+  /** How often holds past their expiry are marked expired and reported (`ticket.hold.expired`). */
+  holdSweepMs: number
 }
 
 export const SERVICE_VERSION = '0.1.0'
@@ -37,6 +46,21 @@ function boolVar(env: NodeJS.ProcessEnv, name: string): boolean {
   if (raw === '' || raw === 'false' || raw === '0' || raw === 'no') return false
   if (raw === 'true' || raw === '1' || raw === 'yes') return true
   throw new Error(`${name} must be true or false, got "${env[name]}"`)
+}
+
+function deliveryConfig(env: NodeJS.ProcessEnv) {
+  const deliveryRetryBaseMs = intVar(env, 'ATM_DELIVERY_RETRY_BASE_MS', 10_000, 1, 24 * 3600_000)
+  const deliveryRetryMaxMs = intVar(env, 'ATM_DELIVERY_RETRY_MAX_MS', Math.max(3600_000, deliveryRetryBaseMs), 1, 7 * 24 * 3600_000)
+  if (deliveryRetryMaxMs < deliveryRetryBaseMs) {
+    throw new Error(`ATM_DELIVERY_RETRY_MAX_MS (${deliveryRetryMaxMs}) must be at least ATM_DELIVERY_RETRY_BASE_MS (${deliveryRetryBaseMs})`)
+  }
+  return {
+    deliveryRetryBaseMs,
+    deliveryRetryMaxMs,
+    deliveryTimeoutMs: intVar(env, 'ATM_DELIVERY_TIMEOUT_MS', 10_000, 100, 120_000),
+    deliveryPollMs: intVar(env, 'ATM_DELIVERY_POLL_MS', 1000, 10, 60_000),
+    holdSweepMs: intVar(env, 'ATM_HOLD_SWEEP_MS', 15_000, 10, 60_000),
+  }
 }
 
 export function readConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
@@ -73,5 +97,6 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     workers: intVar(env, 'ATM_WORKERS', os.availableParallelism(), 1, 256),
     version: SERVICE_VERSION,
     dbSynchronous: synchronous,
+    ...deliveryConfig(env),
   }
 }

@@ -13,10 +13,13 @@ import { registerMethods } from './api/index.js'
 import { checkoutRouter } from './checkout/routes.js'
 import { createContext, type AppContext } from './context.js'
 import type { ServerConfig } from './config.js'
+import { OutboxDeliverer } from './delivery/deliverer.js'
+import { EventTransports } from './delivery/transports.js'
 import { createServer } from './lexicon/index.js'
 import { schemas } from './lexicon/lexicons.js'
 import type { Logger } from './logger.js'
 import { DomainError } from './tickets/errors.js'
+import { sweepExpiredHolds } from './tickets/expiry.js'
 import { purgeExpiredKeys } from './tickets/idempotency.js'
 import { didDocument, didWebHost } from './well-known.js'
 
@@ -41,6 +44,10 @@ function jsonProcedurePaths(): Set<string> {
 export class AtmService {
   private httpServer?: http.Server
   private maintenance?: NodeJS.Timeout
+  private holdSweeper?: NodeJS.Timeout
+  private sweeping?: Promise<void>
+  private readonly stopSweeping = new AbortController()
+  private deliverer?: OutboxDeliverer
   private inFlight = 0
   private draining = false
 
@@ -117,7 +124,43 @@ export class AtmService {
     this.httpServer = server
     this.maintenance = setInterval(() => this.runMaintenance(), 60_000)
     this.maintenance.unref()
+    this.startBackgroundWork()
     return server
+  }
+
+  /** Event delivery and the hold-expiry sweeper, in every worker (they share the work through the database). */
+  private startBackgroundWork(): void {
+    const { cfg, logger } = this.ctx
+    const transports = new EventTransports({
+      devMode: cfg.devMode,
+      timeoutMs: cfg.deliveryTimeoutMs,
+      serviceDid: cfg.serviceDid,
+      signingKey: this.ctx.signingKey,
+      idResolver: this.ctx.idResolver,
+      userAgent: `atm-tickets/${cfg.version}`,
+    })
+    this.deliverer = new OutboxDeliverer(this.ctx.db, transports, logger, {
+      retryBaseMs: cfg.deliveryRetryBaseMs,
+      retryMaxMs: cfg.deliveryRetryMaxMs,
+      timeoutMs: cfg.deliveryTimeoutMs,
+      pollMs: cfg.deliveryPollMs,
+    })
+    this.deliverer.start()
+    this.holdSweeper = setInterval(() => void this.sweepHolds(), cfg.holdSweepMs)
+    this.holdSweeper.unref()
+    void this.sweepHolds()
+  }
+
+  /** Marks holds past their expiry `expired` and reports them to their apps (one sweep at a time). */
+  async sweepHolds(): Promise<void> {
+    if (this.sweeping || this.draining) return this.sweeping
+    this.sweeping = sweepExpiredHolds(this.ctx.db, this.ctx.cfg.publicUrl, this.stopSweeping.signal)
+      .then(() => undefined)
+      .catch((err: unknown) => this.ctx.logger.warn({ err }, 'hold expiry sweep failed; the next one retries'))
+      .finally(() => {
+        this.sweeping = undefined
+      })
+    return this.sweeping
   }
 
   /** Forgets spent tokens past their expiry and idempotency keys past 24 h. */
@@ -130,9 +173,15 @@ export class AtmService {
     }
   }
 
-  /** Stops accepting, lets in-flight requests finish (bounded), closes the database. */
+  /**
+   * Stops accepting, lets in-flight requests and event sends finish (bounded; an interrupted
+   * send is retried at the next start), closes the database.
+   */
   async destroy(graceMs = 10_000): Promise<void> {
     if (this.maintenance) clearInterval(this.maintenance)
+    if (this.holdSweeper) clearInterval(this.holdSweeper)
+    this.stopSweeping.abort()
+    const deliveryStopped = this.deliverer?.stop()
     this.draining = true
     const server = this.httpServer
     if (server) {
@@ -146,6 +195,8 @@ export class AtmService {
       server.closeAllConnections()
       await closed
     }
+    await deliveryStopped
+    await this.sweeping
     await this.ctx.db.close()
   }
 }

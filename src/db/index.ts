@@ -14,6 +14,20 @@ const BUSY_TIMEOUT_MS = 20
 /** How long, in all, a write may wait for the lock (asynchronously) before it fails. */
 const BUSY_DEADLINE_MS = 10_000
 
+// The callbacks each open transaction runs once it has committed, by its connection.
+const commitHooks = new WeakMap<DbConn, Array<() => void>>()
+
+/**
+ * Runs `fn` once the transaction `tx` belongs to has committed, never if it rolls back
+ * (outside a transaction, as soon as the current statement is done). For signals about
+ * what the transaction wrote, such as waking the outbox deliverer; `fn` must not throw.
+ */
+export function afterCommit(tx: DbConn, fn: () => void): void {
+  const hooks = commitHooks.get(tx)
+  if (hooks) hooks.push(fn)
+  else queueMicrotask(fn)
+}
+
 function isBusy(err: unknown): boolean {
   const code = (err as { code?: string } | null)?.code
   return code === 'SQLITE_BUSY' || code === 'SQLITE_BUSY_SNAPSHOT' || code === 'SQLITE_LOCKED'
@@ -87,13 +101,19 @@ export class Database {
   async transaction<T>(fn: (tx: DbConn) => Promise<T>): Promise<T> {
     return this.db.connection().execute(async (conn) => {
       await this.retryBusy(() => sql`BEGIN IMMEDIATE`.execute(conn))
+      const hooks: Array<() => void> = []
+      commitHooks.set(conn, hooks)
       try {
         const result = await fn(conn)
         await sql`COMMIT`.execute(conn)
+        commitHooks.delete(conn)
+        for (const hook of hooks) hook()
         return result
       } catch (err) {
         if (this.sqlite.inTransaction) await sql`ROLLBACK`.execute(conn)
         throw err
+      } finally {
+        commitHooks.delete(conn)
       }
     })
   }

@@ -1,8 +1,20 @@
-import type { DbConn } from '../db/index.js'
+import { afterCommit, type DbConn } from '../db/index.js'
 import type { AppTable } from '../db/schema.js'
 import { newId } from '../util/ids.js'
 
 export const EVENT_API_VERSION = '2026-07'
+
+const outboxListeners = new Set<() => void>()
+
+/** Calls `listener` after every commit of this process that wrote outbox rows; answers the unsubscribe. */
+export function onOutboxWrite(listener: () => void): () => void {
+  outboxListeners.add(listener)
+  return () => outboxListeners.delete(listener)
+}
+
+function notifyOutboxWrite(): void {
+  for (const listener of outboxListeners) listener()
+}
 
 export function appWantsEvents(app: Pick<AppTable, 'webhookUrl' | 'eventDelivery'>): boolean {
   return app.eventDelivery === 'xrpc' || !!app.webhookUrl
@@ -45,4 +57,5 @@ export async function enqueueAppEvent(
       lastError: null,
     })
     .execute()
+  afterCommit(tx, notifyOutboxWrite)
 }
