@@ -56,11 +56,11 @@ const didWebHosts: DidWebHost[] = []
 const nowSeconds = () => Math.floor(Date.now() / 1000)
 
 /** Sends `token` (recorded) as the bearer of a call to `method`. */
-async function send(method: string, token: string, input: Record<string, unknown> = {}): Promise<XrpcResponse> {
+async function send(method: string, token: string, input: Record<string, unknown> = {}, headers?: Record<string, string>): Promise<XrpcResponse> {
   sentTokens.add(token)
   return methodType(method) === 'query'
-    ? xrpc(world.service.url, method, { method: 'GET', params: input as Record<string, string>, token })
-    : xrpc(world.service.url, method, { method: 'POST', body: input, token })
+    ? xrpc(world.service.url, method, { method: 'GET', params: input as Record<string, string>, token, headers })
+    : xrpc(world.service.url, method, { method: 'POST', body: input, token, headers })
 }
 
 /** A token from `client` for `method` (recorded), with any claim or header overridden. */
@@ -95,8 +95,8 @@ async function remainingOf(eventId: string, tierId: string): Promise<number> {
   return tier!.remaining
 }
 
-async function probeEvent(app: AppClient, eventId: string): Promise<XrpcResponse> {
-  return send(AVAILABILITY, await tokenOf(app, AVAILABILITY), { eventId })
+async function probeEvent(app: AppClient, eventId: string, headers?: Record<string, string>): Promise<XrpcResponse> {
+  return send(AVAILABILITY, await tokenOf(app, AVAILABILITY), { eventId }, headers)
 }
 
 /** A did:web identity on its own localhost host (IdResolver refuses did:web paths). */
@@ -406,8 +406,13 @@ describe('signatures', () => {
 // ---------------------------------------------------------------------------------------------
 describe('key rotation', () => {
   // The service caches DID documents; on a bad signature it must resolve once more. With
-  // several workers each has its own cache, so every step is sent a few times concurrently.
-  const SPREAD = 4
+  // several workers each has its own cache, so every step is sent several times, each on a
+  // new connection: the primary hands new connections to the workers in turn, so every worker
+  // sees the new key (and learns it) before the old key is tried. Over reused keep-alive
+  // connections one worker could miss the new-key step and still hold the old document,
+  // which it would rightly trust until its cache entry goes stale.
+  const SPREAD = 8
+  const NEW_CONNECTION = { connection: 'close' }
 
   async function rotationCase(from: Curve, to: Curve) {
     const app = await newApp(world, from)
@@ -415,16 +420,16 @@ describe('key rotation', () => {
     expectOk(bound)
     const eventId = bound.body.event.id as string
     // Calls before the rotation: the service has the old document cached.
-    for (const res of await parallel(SPREAD, async () => probeEvent(app, eventId))) expectOk(res)
+    for (const res of await parallel(SPREAD, async () => probeEvent(app, eventId, NEW_CONNECTION))) expectOk(res)
 
     const identity = app.identity as PlcIdentity
     const oldKey = await rotateAtprotoKey(world.plc.url, identity, await createKeypair(to))
     expect(identity.keypair.did()).not.toBe(oldKey.did())
 
     // Signed with the NEW key: accepted (the cached key fails, the re-resolved one verifies).
-    for (const res of await parallel(SPREAD, async () => probeEvent(app, eventId))) expectOk(res)
+    for (const res of await parallel(SPREAD, async () => probeEvent(app, eventId, NEW_CONNECTION))) expectOk(res)
     // Signed with the OLD key afterwards: refused.
-    const old = await parallel(SPREAD, async () => send(AVAILABILITY, await tokenOf(app, AVAILABILITY, { keypair: oldKey }), { eventId }))
+    const old = await parallel(SPREAD, async () => send(AVAILABILITY, await tokenOf(app, AVAILABILITY, { keypair: oldKey }), { eventId }, NEW_CONNECTION))
     for (const res of old) expectError(res, 401, 'BadJwtSignature')
   }
 
@@ -447,11 +452,11 @@ describe('key rotation', () => {
     const bound = await bindEvent(client)
     expectOk(bound)
     const eventId = bound.body.event.id as string
-    for (const res of await parallel(SPREAD, async () => probeEvent(client, eventId))) expectOk(res)
+    for (const res of await parallel(SPREAD, async () => probeEvent(client, eventId, NEW_CONNECTION))) expectOk(res)
     const oldKey = await host.rotateKey(host.identity)
-    for (const res of await parallel(SPREAD, async () => probeEvent(client, eventId))) expectOk(res)
+    for (const res of await parallel(SPREAD, async () => probeEvent(client, eventId, NEW_CONNECTION))) expectOk(res)
     const old = await parallel(SPREAD, async () =>
-      send(AVAILABILITY, await tokenOf(client, AVAILABILITY, { keypair: oldKey }), { eventId }),
+      send(AVAILABILITY, await tokenOf(client, AVAILABILITY, { keypair: oldKey }), { eventId }, NEW_CONNECTION),
     )
     for (const res of old) expectError(res, 401, 'BadJwtSignature')
   })
