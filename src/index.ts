@@ -10,6 +10,7 @@ import {
 } from '@atproto/xrpc-server'
 import express from 'express'
 import { registerMethods } from './api/index.js'
+import { checkoutRouter } from './checkout/routes.js'
 import { createContext, type AppContext } from './context.js'
 import type { ServerConfig } from './config.js'
 import { createServer } from './lexicon/index.js'
@@ -101,6 +102,7 @@ export class AtmService {
         res.json(doc)
       })
     }
+    app.use(checkoutRouter(ctx))
     app.use(xrpc.xrpc.router)
     app.use((_req, res) => {
       res.status(404).json({ error: 'NotFound', message: 'no such route' })
