@@ -5,6 +5,7 @@
 // IdempotencyKeyInUse (checkInTicket) is not provoked here: the method has no slow step
 // between taking a key and doing the work that a test could hold open. The concurrent
 // same-key test accepts it as one of the allowed answers.
+import Sqlite from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { expectError, expectOk, settle, type Body } from './helpers/expect.js'
 import { claimFree, newAppWithEvents, recordedEvents, rowsWhere, startSink } from './helpers/lifecycle.js'
@@ -281,4 +282,30 @@ describe('check-in lists', () => {
     expectError(await world.app.call(nsid('createCheckInList'), { eventId, name: '' }), 400, 'InvalidRequest', /name/)
     expect(expectOk(await world.app.call(nsid('listCheckInLists'), { eventId })).checkInLists).toHaveLength(1)
   })
+})
+
+describe('query plans of the door', () => {
+  // The SQL kysely compiles src/tickets/checkins.ts's queries to, planned on the service's own database.
+  const queries: Array<[string, string, unknown[]]> = [
+    ['ticket by scan token', 'select * from "ticket" where "ticketToken" = ? and "appDid" = ? and "environment" = ?', ['atmt_x', 'did:plc:x', 'test']],
+    ['admission of a ticket at a list', 'select * from "checkIn" where "ticketId" = ? and "checkInListId" = ?', ['tkt_x', 'cil_x']],
+    [
+      'lists of an event with their counts',
+      'select "checkInList".*, (select count(*) as "n" from "checkIn" where "checkIn"."checkInListId" = "checkInList"."id") as "checkedInCount" from "checkInList" where "checkInList"."eventId" = ? order by CASE WHEN "checkInList"."id" = ? THEN 0 ELSE 1 END, "checkInList"."id" limit ?',
+      ['evt_x', 'cil_x', 51],
+    ],
+  ]
+  for (const [name, query, params] of queries) {
+    it(`${name}: searched through an index, never a table scan`, () => {
+      const db = new Sqlite(world.service.dbPath, { readonly: true, fileMustExist: true })
+      try {
+        const plan = (db.prepare(`EXPLAIN QUERY PLAN ${query}`).all(...params) as Array<{ detail: string }>).map((row) => row.detail)
+        console.log(`${name}:\n  ${plan.join('\n  ')}`)
+        expect(plan.filter((detail) => /^SCAN /.test(detail)), plan.join('; ')).toStrictEqual([])
+        expect(plan.some((detail) => /^SEARCH .* USING /.test(detail)), plan.join('; ')).toBe(true)
+      } finally {
+        db.close()
+      }
+    })
+  }
 })
