@@ -118,6 +118,33 @@ async function main() {
       return body
     }
 
+    /** What the buyer's browser does on the hosted checkout page: submit the form with a test card. */
+    async function payOnCheckoutPage(url: string): Promise<string> {
+      const checkout = new URL(url)
+      console.log(bold('▶ Buyer opens the checkout page and pays with the test card 4242 4242 4242 4242'))
+      const page = await fetch(checkout)
+      console.log(dim(`  GET ${checkout.pathname}?token=<hold token>`))
+      console.log(`  ← ${page.status} ${page.headers.get('content-type')} (${(await page.text()).length} bytes of HTML)`)
+      const form = new URLSearchParams({
+        token: checkout.searchParams.get('token')!,
+        email: 'buyer@example.com',
+        cardNumber: '4242 4242 4242 4242',
+        action: 'pay',
+      })
+      const res = await fetch(new URL(checkout.pathname, checkout), {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: form,
+        redirect: 'manual',
+      })
+      const location = res.headers.get('location') ?? ''
+      console.log(dim(`  POST ${checkout.pathname}  (form: email, cardNumber, action=pay)`))
+      console.log(`  ← ${res.status} Location: ${location.replace(/key=[^&]+/, 'key=<ticket page secret>')}`)
+      console.log()
+      if (res.status !== 303) throw new Error(`checkout answered ${res.status}`)
+      return new URL(location).pathname.split('/').pop()!
+    }
+
     await call('Operator registers the app', 'admin', 'admin.registerApp', { did: app.did, name: 'Demo Events App' })
     await call('Organizer signs in', organizer, 'registerOrganizer', { displayName: 'Demo Organizer' })
     await call('Organizer finishes (test) payment setup', organizer, 'completePaymentSetup', { environment: 'test' })
@@ -168,7 +195,17 @@ async function main() {
       holdId: hold.holdId,
       reason: 'buyer cancelled',
     })
-    await call('Buyer claims a free ticket instead', app, 'claimFreeTicket', {
+    const second = await call('Buyer comes back for 2 paid tickets: a new hold', app, 'createTicketHold', {
+      eventId,
+      buyerDid: buyer.did,
+      buyerAssertionJwt: await token(buyer, `${NS}.createTicketHold`),
+      items: [{ tierId: paid.tier.id, quantity: 2 }],
+      customerEmail: 'buyer@example.com',
+      idempotencyKey: 'demo-hold-2',
+    })
+    const paymentId = await payOnCheckoutPage(second.url as string)
+    await call('The purchase: the tickets of the payment, with their scan tokens', app, 'listBuyerTickets', { paymentId }, true)
+    await call('Buyer also claims a free ticket', app, 'claimFreeTicket', {
       eventId,
       tierId: free.tier.id,
       quantity: 1,

@@ -12,6 +12,7 @@ import { settle, type Outcome } from './helpers/expect.js'
 import { rng } from './helpers/random.js'
 import { createPlcIdentity, mintServiceJwt, xrpc, type PlcIdentity } from './helpers/index.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
+import { paymentIdOf, submitCheckout } from './helpers/checkout.js'
 
 
 function describeOutcome(o: Outcome): string {
@@ -255,6 +256,87 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
         )
         .all(tierId)
       expect(torn).toEqual([])
+    } finally {
+      db.close()
+    }
+  })
+
+  it('kill -9 during a stream of checkout payments: every acknowledged payment keeps its tickets, sold + held never above the total', async () => {
+    await ensureRunning()
+    const TOTAL = 300
+    const { tierId, eventId } = await createEventWithTier(world, { quantityTotal: TOTAL, maxPerOrder: 2 })
+    const random = rng(0x9a7 + workers)
+    // Holds first (all of the capacity), then a stream of payments for them.
+    const holds: Array<{ holdId: string; url: string; quantity: number }> = []
+    for (let units = 0; units < TOTAL; ) {
+      const quantity = Math.min(TOTAL - units, 1 + Math.floor(random() * 2))
+      const res = await world.app.call(HOLD, { items: [{ tierId, quantity }] })
+      expect(res.status, JSON.stringify(res.body)).toBe(200)
+      holds.push({ holdId: res.body.holdId, url: res.body.url, quantity })
+      units += quantity
+    }
+    let nextHold = 0
+    const acked: Array<{ holdId: string; paymentId: string; quantity: number }> = []
+    const { beforeKill, afterKill, ackedUnits } = await streamThenKill(TOTAL, async () => {
+      const hold = holds[nextHold++]
+      if (!hold) return { res: { status: -1, body: undefined, headers: new Headers(), error: 'no holds left' }, units: 0 }
+      let res: Outcome
+      try {
+        const answer = await submitCheckout(hold.url, { action: 'pay', email: 'crash@example.com', cardNumber: '4242424242424242' })
+        res = { status: answer.status === 303 ? 200 : answer.status, body: { location: answer.location }, headers: new Headers() }
+      } catch (err) {
+        return { res: { status: -1, body: undefined, headers: new Headers(), error: (err as Error).message }, units: 0 }
+      }
+      if (res.status !== 200) return { res, units: 0 }
+      acked.push({ holdId: hold.holdId, paymentId: paymentIdOf(res.body.location), quantity: hold.quantity })
+      return { res, units: hold.quantity }
+    })
+    console.log(`[workers=${workers}] payments before kill -9:`, tally(beforeKill), 'acknowledged units', ackedUnits, '; answers around the kill:', tally(afterKill))
+    expect(beforeKill.filter((k) => k !== '200'), JSON.stringify(tally(beforeKill))).toEqual([])
+    expect(acked.length, 'the crash must come while payments are being made').toBeGreaterThan(0)
+
+    await world.service.restart()
+    const checks = await pool(acked, IN_FLIGHT, async ({ holdId, paymentId, quantity }) => {
+      const hold = await world.app.call(nsid('getTicketHold'), { holdId })
+      const tickets = await world.app.call(nsid('listBuyerTickets'), { paymentId })
+      const problems: string[] = []
+      if (hold.body?.hold?.status !== 'completed' || hold.body.hold.paymentId !== paymentId) problems.push(`hold ${JSON.stringify(hold.body)}`)
+      if (tickets.body?.tickets?.length !== quantity) problems.push(`tickets ${tickets.body?.tickets?.length} of ${quantity}`)
+      return problems.length ? `${holdId}: ${problems.join('; ')}` : undefined
+    })
+    expect(checks.filter(Boolean), 'acknowledged payments lost in the crash').toEqual([])
+
+    const usage = await tierUsage(eventId, tierId)
+    const summary = JSON.stringify({ usage, ackedUnits })
+    expect(usage.sold, summary).toBeGreaterThanOrEqual(ackedUnits)
+    expect(usage.held + usage.sold, summary).toBeLessThanOrEqual(TOTAL)
+
+    expect(await world.service.stop()).toBe(0)
+    const db = openDb(world.service.dbPath)
+    try {
+      expect(db.pragma('integrity_check', { simple: true })).toBe('ok')
+      expect(db.pragma('foreign_key_check')).toEqual([])
+      const tier = db.prepare('SELECT quantityTotal, held, sold FROM tier WHERE id = ?').get(tierId) as { quantityTotal: number; held: number; sold: number }
+      const tickets = db.prepare('SELECT COUNT(*) AS n FROM ticket WHERE tierId = ?').get(tierId) as { n: number }
+      const counted = db.prepare('SELECT COALESCE(SUM(quantity), 0) AS units FROM holdItem WHERE tierId = ? AND counted = 1').get(tierId) as { units: number }
+      const fileSummary = JSON.stringify({ tier, tickets, counted })
+      expect(tier.sold, fileSummary).toBe(tickets.n)
+      expect(tier.held, fileSummary).toBe(counted.units)
+      expect(tier.held + tier.sold, fileSummary).toBeLessThanOrEqual(tier.quantityTotal)
+      // Atomic: a completed hold has one payment and all its tickets; no other hold has either.
+      const torn = db
+        .prepare(
+          `SELECT h.id, h.status,
+                  (SELECT COUNT(*) FROM payment p WHERE p.holdId = h.id) AS payments,
+                  (SELECT COUNT(*) FROM ticket t WHERE t.holdId = h.id) AS tickets,
+                  (SELECT SUM(quantity) FROM holdItem i WHERE i.holdId = h.id) AS units
+             FROM hold h WHERE h.eventId = ?`,
+        )
+        .all(eventId) as Array<{ id: string; status: string; payments: number; tickets: number; units: number }>
+      const wrong = torn.filter((h) =>
+        h.status === 'completed' ? h.payments !== 1 || h.tickets !== h.units : h.payments !== 0 || h.tickets !== 0,
+      )
+      expect(wrong).toEqual([])
     } finally {
       db.close()
     }

@@ -16,8 +16,10 @@ it('the demo walks the whole flow and every step answers 2xx', async () => {
   const [code] = (await once(child, 'exit')) as [number | null]
   expect(code, output).toBe(0)
   const steps = output.split('\n').filter((line) => line.startsWith('▶ '))
-  expect(steps.length).toBe(13)
-  expect(output).toMatch(/Buyer claims a free ticket[\s\S]*← 200[\s\S]*"claimId": "claim_/)
+  expect(steps.length).toBe(16)
+  expect(output).toMatch(/pays with the test card[\s\S]*← 303 Location: http:\/\/localhost:\d+\/tickets\/pay_/)
+  expect(output).toMatch(/tickets of the payment[\s\S]*← 200[\s\S]*"paymentId": ?"pay_/)
+  expect(output).toMatch(/Buyer also claims a free ticket[\s\S]*← 200[\s\S]*"claimId": "claim_/)
   expect(output).not.toMatch(/← [45]\d\d/)
   expect(output).not.toMatch(/eyJ[\w-]+\.[\w-]+\.[\w-]+/) // assertions are shown as <jwt>
   expect(output).toContain('Demo finished')

@@ -9,10 +9,10 @@
 //   in before any tier of theirs can exist, and nothing signs an organizer out.
 // - claimFreeTicket PaymentSetupIncomplete: free claims in test do not need payment setup, and
 //   nothing can exist in live (completePaymentSetup live is LivePaymentsUnavailable).
-// - releaseTicketHold HoldAlreadyCompleted: no checkout completion exists in the service yet.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { payHold, paymentIdOf } from './helpers/checkout.js'
 import { expectOk, expectError, type Body } from './helpers/expect.js'
 import {
   AppClient,
@@ -1492,6 +1492,17 @@ describe('releaseTicketHold and getTicketHold', () => {
   it('HoldNotFound for unknown ids', async () => {
     expectError(await app().call(nsid('releaseTicketHold'), { holdId: 'hold_doesnotexist' }), 400, 'HoldNotFound')
     expectError(await app().call(nsid('getTicketHold'), { holdId: 'hold_doesnotexist' }), 400, 'HoldNotFound')
+  })
+
+  it('HoldAlreadyCompleted: a paid hold cannot be released, and keeps its capacity sold', async () => {
+    const event = await makeEvent()
+    const tier = await makeTier(event.id, { quantityTotal: 5, unitAmount: 700 })
+    const created = expectOk(await hold([{ tierId: tier.id, quantity: 2 }]))
+    const paymentId = paymentIdOf(await payHold(created.url))
+    expectError(await app().call(nsid('releaseTicketHold'), { holdId: created.holdId }), 400, 'HoldAlreadyCompleted', /refund/)
+    const got = expectOk(await app().call(nsid('getTicketHold'), { holdId: created.holdId })).hold
+    expect(got).toMatchObject({ status: 'completed', paymentId })
+    expect(await tierState(event.id, tier.id)).toMatchObject({ held: 0, sold: 2, remaining: 3 })
   })
 
   it('getTicketHold: an active hold and its fields', async () => {
