@@ -267,6 +267,16 @@ describe('check-in lists', () => {
     expect(paged).toStrictEqual(all.checkInLists.map((l: Body) => l.id))
   })
 
+  it('createCheckInList with an idempotencyKey answers a retry with the same list (reused: true)', async () => {
+    const { eventId } = await claimFree(world)
+    const input = { eventId, name: 'Press', idempotencyKey: `press-${eventId}` }
+    const first = expectOk(await world.app.call(nsid('createCheckInList'), input))
+    const retry = expectOk(await world.app.call(nsid('createCheckInList'), input))
+    expect(retry).toStrictEqual({ ...first, reused: true })
+    expectError(await world.app.call(nsid('createCheckInList'), { ...input, name: 'Crew' }), 409, 'IdempotencyKeyMismatch')
+    expect(expectOk(await world.app.call(nsid('listCheckInLists'), { eventId })).checkInLists).toHaveLength(2)
+  })
+
   it('answer EventNotFound for another app\'s event and an unknown one, creating nothing', async () => {
     const foreign = await claimFree(world, 1, { app: otherApp })
     for (const eventId of [foreign.eventId, 'evt_unknown']) {
