@@ -9,7 +9,7 @@ import { launchBrowser } from './helpers/browser.js'
 import { checkoutLink, paymentIdOf } from './helpers/checkout.js'
 import { expectOk, type Body } from './helpers/expect.js'
 import { REPO_ROOT } from './helpers/service.js'
-import { eventUri, nsid, startWorld, type World } from './helpers/world.js'
+import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
 
 const PHONE = { width: 390, height: 844 }
 // Every run writes the screenshot under test-artifacts/ (ignored by git); with
@@ -28,19 +28,19 @@ afterAll(async () => {
   await Promise.all([browser?.close(), world?.close(), fastWorld?.close()])
 })
 
-async function concertTier(w: World, quantityTotal: number) {
-  const created = expectOk(
-    await w.app.call(nsid('createTicketTier'), {
-      organizerDid: w.organizer.did,
-      organizerAssertionJwt: await w.organizer.token(nsid('createTicketTier')),
-      event: { uri: eventUri(w.organizer.did), title: 'Night Owls at the Roundhouse', startsAt: '2027-05-14T19:00:00Z' },
-      title: 'General admission',
-      currency: 'gbp',
-      unitAmount: 2250,
-      quantityTotal,
-    }),
+function concertTier(w: World, quantityTotal: number) {
+  return createEventWithTier(
+    w,
+    { quantityTotal, currency: 'gbp', unitAmount: 2250 },
+    { event: { title: 'Night Owls at the Roundhouse', startsAt: '2027-05-14T19:00:00Z' } },
   )
-  return { eventId: created.event.id as string, tierId: created.tier.id as string }
+}
+
+/** Fills the form as a buyer would and presses Pay; resolves once the answer page loaded. */
+async function payOnPage(page: Page, email: string, cardNumber: string, click: 'click' | 'dblclick' = 'click') {
+  await page.getByLabel('Email').fill(email)
+  await page.getByLabel('Card number').fill(cardNumber)
+  await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: /^Pay/ })[click]()])
 }
 
 async function newHold(w: World, tierId: string, quantity: number, extra: Body = {}) {
@@ -110,9 +110,7 @@ describe('checkout in a browser', () => {
     const hold = await newHold(world, tierId, 1)
     const page = await phonePage()
     await page.goto(hold.url)
-    await page.getByLabel('Email').fill('buyer@example.com')
-    await page.getByLabel('Card number').fill('4000 0000 0000 0002')
-    await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: /^Pay/ }).click()])
+    await payOnPage(page, 'buyer@example.com', '4000 0000 0000 0002')
     await expect.poll(() => page.getByRole('alert').first().textContent()).toContain('Your card was declined')
     expect(await page.getByLabel('Email').inputValue()).toBe('buyer@example.com')
     expect(await page.getByRole('button', { name: /^Pay/ }).isEnabled()).toBe(true)
@@ -164,9 +162,8 @@ describe('checkout in a browser', () => {
     const hold = await newHold(world, tierId, 3)
     const page = await phonePage()
     await page.goto(hold.url)
-    await page.getByLabel('Email').fill('twice@example.com')
-    await page.getByLabel('Card number').fill('4242 4242 4242 4242')
-    await Promise.all([page.waitForURL(/\/tickets\/pay_/), page.getByRole('button', { name: /^Pay/ }).dblclick()])
+    await payOnPage(page, 'twice@example.com', '4242 4242 4242 4242', 'dblclick')
+    await page.waitForURL(/\/tickets\/pay_/)
     const paymentId = paymentIdOf(page.url())
     expect((await holdState(world, hold.holdId)).paymentId).toBe(paymentId)
     const all = expectOk(await world.app.call(nsid('listOrganizerTickets'), { eventId, limit: 100 })).tickets as Body[]

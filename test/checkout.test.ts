@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { checkoutLink, payHold, paymentIdOf, submitCheckout } from './helpers/checkout.js'
 import { expectOk, type Body } from './helpers/expect.js'
-import { createEventWithTier, eventUri, nsid, startWorld, type World } from './helpers/world.js'
+import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
 
 let world: World
 let fastWorld: World // holds live 2 s
@@ -72,22 +72,16 @@ describe('checkout page access', () => {
   })
 
   it('shows the event, each item with quantity and price, the total in the currency, a countdown and the form', async () => {
-    const created = expectOk(
-      await world.app.call(nsid('createTicketTier'), {
-        organizerDid: world.organizer.did,
-        organizerAssertionJwt: await world.organizer.token(nsid('createTicketTier')),
-        event: { uri: eventUri(world.organizer.did), title: '<b>Rock & "Roll"</b>', startsAt: '2027-03-01T19:30:00Z' },
-        title: 'Balcony',
-        currency: 'eur',
-        unitAmount: 1250,
-        quantityTotal: 20,
-      }),
+    const created = await createEventWithTier(
+      world,
+      { title: 'Balcony', currency: 'eur', unitAmount: 1250, quantityTotal: 20 },
+      { event: { title: '<b>Rock & "Roll"</b>', startsAt: '2027-03-01T19:30:00Z' } },
     )
     const second = expectOk(
       await world.app.call(nsid('createTicketTier'), {
         organizerDid: world.organizer.did,
         organizerAssertionJwt: await world.organizer.token(nsid('createTicketTier')),
-        event: { eventId: created.event.id },
+        event: { eventId: created.eventId },
         title: 'Standing',
         currency: 'eur',
         unitAmount: 900,
@@ -97,7 +91,7 @@ describe('checkout page access', () => {
     const hold = await newHold(
       world,
       [
-        { tierId: created.tier.id, quantity: 2 },
+        { tierId: created.tierId, quantity: 2 },
         { tierId: second.tier.id, quantity: 1 },
       ],
       { customerEmail: 'ada@example.com' },

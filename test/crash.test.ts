@@ -110,6 +110,39 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
     return { beforeKill, afterKill, ackedUnits }
   }
 
+  interface TierFile {
+    tier: { quantityTotal: number; held: number; sold: number }
+    tickets: number
+    countedUnits: number
+    summary: string
+  }
+
+  /**
+   * Stops the service cleanly, then reads its file: integrity and foreign keys, and the tier's
+   * counters against its rows (sold = its tickets, held = its counted hold items, together at
+   * most the total). `more` runs further checks on the open file.
+   */
+  async function checkFileAfterStop(tierId: string, more: (db: Sqlite.Database, file: TierFile) => void): Promise<void> {
+    expect(await world.service.stop()).toBe(0)
+    const db = openDb(world.service.dbPath)
+    try {
+      expect(db.pragma('integrity_check', { simple: true })).toBe('ok')
+      expect(db.pragma('foreign_key_check')).toEqual([])
+      const tier = db.prepare('SELECT quantityTotal, held, sold FROM tier WHERE id = ?').get(tierId) as TierFile['tier']
+      const { n: tickets } = db.prepare('SELECT COUNT(*) AS n FROM ticket WHERE tierId = ?').get(tierId) as { n: number }
+      const { units: countedUnits } = db
+        .prepare('SELECT COALESCE(SUM(quantity), 0) AS units FROM holdItem WHERE tierId = ? AND counted = 1')
+        .get(tierId) as { units: number }
+      const summary = JSON.stringify({ tier, tickets, countedUnits })
+      expect(tier.held, `tier.held must equal the counted hold items: ${summary}`).toBe(countedUnits)
+      expect(tier.sold, `tier.sold must equal its tickets: ${summary}`).toBe(tickets)
+      expect(tier.held + tier.sold, summary).toBeLessThanOrEqual(tier.quantityTotal)
+      more(db, { tier, tickets, countedUnits, summary })
+    } finally {
+      db.close()
+    }
+  }
+
   it('kill -9 during a stream of holds: every acknowledged hold survives, nothing oversold', async () => {
     await ensureRunning()
     const TOTAL = 300
@@ -148,21 +181,8 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
     expect(usage.remaining, summary).toBe(TOTAL - usage.held - usage.sold)
 
     // The file itself, after a clean stop.
-    expect(await world.service.stop()).toBe(0)
-    const db = openDb(world.service.dbPath)
-    try {
-      expect(db.pragma('integrity_check', { simple: true })).toBe('ok')
-      expect(db.pragma('foreign_key_check')).toEqual([])
-      const tier = db.prepare('SELECT quantityTotal, held, sold FROM tier WHERE id = ?').get(tierId) as { quantityTotal: number; held: number; sold: number }
-      const counted = db
-        .prepare('SELECT COALESCE(SUM(quantity), 0) AS units, COUNT(*) AS items FROM holdItem WHERE tierId = ? AND counted = 1')
-        .get(tierId) as { units: number; items: number }
-      const tickets = db.prepare('SELECT COUNT(*) AS n FROM ticket WHERE tierId = ?').get(tierId) as { n: number }
-      const fileSummary = JSON.stringify({ tier, counted, tickets })
-      expect(tier.held, `tier.held must equal the counted hold items: ${fileSummary}`).toBe(counted.units)
-      expect(tier.sold, fileSummary).toBe(tickets.n)
-      expect(tier.held + tier.sold, fileSummary).toBeLessThanOrEqual(tier.quantityTotal)
-      expect(tier.held, fileSummary).toBeGreaterThanOrEqual(ackedUnits)
+    await checkFileAfterStop(tierId, (db, file) => {
+      expect(file.tier.held, file.summary).toBeGreaterThanOrEqual(ackedUnits)
       // Atomic: every hold row has its item, every item its hold.
       const orphans = db
         .prepare(
@@ -171,9 +191,7 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
         )
         .get(eventId, tierId)
       expect(orphans).toEqual({ holdsWithoutItems: 0, itemsWithoutHold: 0 })
-    } finally {
-      db.close()
-    }
+    })
   })
 
   it('kill -9 during a stream of free claims: every acknowledged ticket is listed after restart, nothing oversold', async () => {
@@ -234,20 +252,9 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
     expect(usage.sold, summary).toBeGreaterThanOrEqual(ackedUnits)
     expect(usage.sold, `tickets listed must be the tickets counted as sold: ${summary}`).toBe(listedTotal)
 
-    expect(await world.service.stop()).toBe(0)
-    const db = openDb(world.service.dbPath)
-    try {
-      expect(db.pragma('integrity_check', { simple: true })).toBe('ok')
-      expect(db.pragma('foreign_key_check')).toEqual([])
-      const tier = db.prepare('SELECT quantityTotal, held, sold FROM tier WHERE id = ?').get(tierId) as { quantityTotal: number; held: number; sold: number }
-      const tickets = db.prepare('SELECT COUNT(*) AS n FROM ticket WHERE tierId = ?').get(tierId) as { n: number }
+    await checkFileAfterStop(tierId, (db, file) => {
       const claims = db.prepare('SELECT COALESCE(SUM(quantity), 0) AS units FROM claim WHERE tierId = ?').get(tierId) as { units: number }
-      const counted = db.prepare('SELECT COALESCE(SUM(quantity), 0) AS units FROM holdItem WHERE tierId = ? AND counted = 1').get(tierId) as { units: number }
-      const fileSummary = JSON.stringify({ tier, tickets, claims, counted })
-      expect(tier.sold, fileSummary).toBe(tickets.n)
-      expect(tier.sold, fileSummary).toBe(claims.units)
-      expect(tier.held, fileSummary).toBe(counted.units)
-      expect(tier.held + tier.sold, fileSummary).toBeLessThanOrEqual(tier.quantityTotal)
+      expect(file.tier.sold, `${file.summary} claims ${claims.units}`).toBe(claims.units)
       // Atomic: every claim has exactly its quantity of tickets.
       const torn = db
         .prepare(
@@ -256,9 +263,7 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
         )
         .all(tierId)
       expect(torn).toEqual([])
-    } finally {
-      db.close()
-    }
+    })
   })
 
   it('kill -9 during a stream of checkout payments: every acknowledged payment keeps its tickets, sold + held never above the total', async () => {
@@ -311,20 +316,9 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
     expect(usage.sold, summary).toBeGreaterThanOrEqual(ackedUnits)
     expect(usage.held + usage.sold, summary).toBeLessThanOrEqual(TOTAL)
 
-    expect(await world.service.stop()).toBe(0)
-    const db = openDb(world.service.dbPath)
-    try {
-      expect(db.pragma('integrity_check', { simple: true })).toBe('ok')
-      expect(db.pragma('foreign_key_check')).toEqual([])
-      const tier = db.prepare('SELECT quantityTotal, held, sold FROM tier WHERE id = ?').get(tierId) as { quantityTotal: number; held: number; sold: number }
-      const tickets = db.prepare('SELECT COUNT(*) AS n FROM ticket WHERE tierId = ?').get(tierId) as { n: number }
-      const counted = db.prepare('SELECT COALESCE(SUM(quantity), 0) AS units FROM holdItem WHERE tierId = ? AND counted = 1').get(tierId) as { units: number }
-      const fileSummary = JSON.stringify({ tier, tickets, counted })
-      expect(tier.sold, fileSummary).toBe(tickets.n)
-      expect(tier.held, fileSummary).toBe(counted.units)
-      expect(tier.held + tier.sold, fileSummary).toBeLessThanOrEqual(tier.quantityTotal)
+    await checkFileAfterStop(tierId, (db) => {
       // Atomic: a completed hold has one payment and all its tickets; no other hold has either.
-      const torn = db
+      const holds = db
         .prepare(
           `SELECT h.id, h.status,
                   (SELECT COUNT(*) FROM payment p WHERE p.holdId = h.id) AS payments,
@@ -333,13 +327,11 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
              FROM hold h WHERE h.eventId = ?`,
         )
         .all(eventId) as Array<{ id: string; status: string; payments: number; tickets: number; units: number }>
-      const wrong = torn.filter((h) =>
+      const torn = holds.filter((h) =>
         h.status === 'completed' ? h.payments !== 1 || h.tickets !== h.units : h.payments !== 0 || h.tickets !== 0,
       )
-      expect(wrong).toEqual([])
-    } finally {
-      db.close()
-    }
+      expect(torn).toEqual([])
+    })
   })
 
   it('graceful stop while requests are in flight: exit code 0, and every request the service took got a real answer', async () => {

@@ -79,18 +79,19 @@ export function eventUri(organizerDid: string): string {
 export async function createEventWithTier(
   world: Pick<World, 'app' | 'organizer'>,
   tier: { unitAmount?: number; quantityTotal: number; maxPerOrder?: number; currency?: string; title?: string } ,
-  opts: { groupCapacity?: number; app?: AppClient; organizer?: AppClient } = {},
+  opts: { groupCapacity?: number; app?: AppClient; organizer?: AppClient; event?: { title?: string; startsAt?: string } } = {},
 ) {
   const app = opts.app ?? world.app
   const organizer = opts.organizer ?? world.organizer
   const uri = eventUri(organizer.did)
+  const newEvent = { uri, title: 'Test event', ...opts.event }
   let capacityGroupId: string | undefined
   let eventId: string | undefined
   if (opts.groupCapacity !== undefined) {
     const group = await app.call(nsid('createCapacityGroup'), {
       organizerDid: organizer.did,
       organizerAssertionJwt: await organizer.token(nsid('createCapacityGroup')),
-      event: { uri, title: 'Test event' },
+      event: newEvent,
       name: 'Venue',
       totalCapacity: opts.groupCapacity,
     })
@@ -101,7 +102,7 @@ export async function createEventWithTier(
   const created = await app.call(nsid('createTicketTier'), {
     organizerDid: organizer.did,
     organizerAssertionJwt: await organizer.token(nsid('createTicketTier')),
-    event: eventId ? { eventId } : { uri, title: 'Test event' },
+    event: eventId ? { eventId } : newEvent,
     capacityGroupId,
     title: tier.title ?? 'General admission',
     currency: tier.currency ?? 'usd',
