@@ -75,6 +75,10 @@ const METHODS: Record<string, 'procedure' | 'query'> = {
   'tickets.atmosphere.listOrganizerTickets': 'query',
   'tickets.atmosphere.verifyTicket': 'procedure',
   'tickets.atmosphere.checkInTicket': 'procedure',
+  'tickets.atmosphere.createCheckInList': 'procedure',
+  'tickets.atmosphere.listCheckInLists': 'query',
+  'tickets.atmosphere.voidTickets': 'procedure',
+  'tickets.atmosphere.refundTickets': 'procedure',
 }
 
 function loadAll(): Lexicons {

@@ -19,8 +19,8 @@ describe('smoke', () => {
     expect(rel.status, JSON.stringify(rel.body)).toBe(200)
     expect(rel.body.availability[0].remaining).toBe(5)
   })
-  it('a method with a lexicon but no handler yet answers 501 MethodNotImplemented, not 500', async () => {
-    const res = await world.app.call(nsid('verifyTicket'), { ticketToken: 'atmt_unknown' })
+  it('a method this server does not serve answers 501 MethodNotImplemented, not 500', async () => {
+    const res = await world.app.call(nsid('getTicketQuote'), { ticketToken: 'atmt_unknown' })
     expect(res.status).toBe(501)
     expect(res.body.error).toBe('MethodNotImplemented')
     expect(world.service.logs()).not.toContain('"level":50')

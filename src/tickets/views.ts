@@ -160,5 +160,9 @@ export function ticketView(
     ticketToken: extra.includeToken ? ticket.ticketToken : undefined,
     issuedAt: isoFromMs(ticket.issuedAt),
     checkedInAt: ticket.checkedInAt === null ? undefined : isoFromMs(ticket.checkedInAt),
+    voidedAt: ticket.voidedAt === null ? undefined : isoFromMs(ticket.voidedAt),
+    refundedAt: ticket.refundedAt === null ? undefined : isoFromMs(ticket.refundedAt),
+    refundId: ticket.refundId ?? undefined,
+    statusReason: ticket.statusReason ?? undefined,
   })
 }

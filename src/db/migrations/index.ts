@@ -1,5 +1,6 @@
 import * as init from './001-init.js'
 import * as lifecycle from './002-lifecycle.js'
+import * as checkinCounts from './003-checkin-counts.js'
 
 /**
  * Ordered list of migrations; the database's `user_version` says how many have run.
@@ -8,4 +9,5 @@ import * as lifecycle from './002-lifecycle.js'
 export const migrations: ReadonlyArray<{ name: string; up: string }> = [
   { name: '001-init', up: init.up },
   { name: '002-lifecycle', up: lifecycle.up },
+  { name: '003-checkin-counts', up: checkinCounts.up },
 ]
