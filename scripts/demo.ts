@@ -204,7 +204,15 @@ async function main() {
       idempotencyKey: 'demo-hold-2',
     })
     const paymentId = await payOnCheckoutPage(second.url as string)
-    await call('The purchase: the tickets of the payment, with their scan tokens', app, 'listBuyerTickets', { paymentId }, true)
+    const purchase = await call('The purchase: the tickets of the payment, with their scan tokens', app, 'listBuyerTickets', { paymentId }, true)
+    const scanned = purchase.tickets[0].ticketToken as string
+    await call('At the door: the scanner reads the QR code and verifies the ticket', app, 'verifyTicket', { ticketToken: scanned, eventId })
+    await call('The scanner checks the ticket in', app, 'checkInTicket', { ticketToken: scanned, idempotencyKey: 'demo-scan-1' })
+    await call('The same QR code shown again: already checked in', app, 'checkInTicket', { ticketToken: scanned })
+    await call('The other ticket of the purchase is refunded (test mode)', app, 'refundTickets', {
+      ticketIds: [purchase.tickets[1].ticketId],
+      reason: 'buyer cannot come',
+    })
     await call('Buyer also claims a free ticket', app, 'claimFreeTicket', {
       eventId,
       tierId: free.tier.id,

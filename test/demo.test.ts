@@ -16,7 +16,9 @@ it('the demo walks the whole flow and every step answers 2xx', async () => {
   const [code] = (await once(child, 'exit')) as [number | null]
   expect(code, output).toBe(0)
   const steps = output.split('\n').filter((line) => line.startsWith('▶ '))
-  expect(steps.length).toBe(16)
+  expect(steps.length).toBe(20)
+  expect(output).toMatch(/The scanner checks the ticket in[\s\S]*← 200[\s\S]*"ok": true/)
+  expect(output).toMatch(/already checked in[\s\S]*← 200[\s\S]*"status": "already_checked_in"/)
   expect(output).toMatch(/pays with the test card[\s\S]*← 303 Location: http:\/\/localhost:\d+\/tickets\/pay_/)
   expect(output).toMatch(/tickets of the payment[\s\S]*← 200[\s\S]*"paymentId": ?"pay_/)
   expect(output).toMatch(/Buyer also claims a free ticket[\s\S]*← 200[\s\S]*"claimId": "claim_/)
