@@ -9,8 +9,14 @@ import { sleepSync } from '../util/time.js'
 export type { DatabaseSchema }
 export type DbConn = Kysely<DatabaseSchema>
 
-/** How long one statement may block the thread waiting for another process's write lock. */
-const BUSY_TIMEOUT_MS = 20
+/**
+ * How long one statement may block the thread waiting for another process's write lock: not
+ * at all. SQLite's own wait sleeps 1, 2, 5… ms with the thread blocked, stalling every request
+ * of this process, while the other worker's transaction is done in a fraction of a millisecond.
+ */
+const BUSY_TIMEOUT_MS = 0
+/** Retries after a single turn of the event loop, before backing off with timers. */
+const QUICK_RETRIES = 8
 /** How long, in all, a write may wait for the lock (asynchronously) before it fails. */
 const BUSY_DEADLINE_MS = 10_000
 
@@ -54,15 +60,21 @@ function isBusy(err: unknown): boolean {
 export class Database {
   readonly sqlite: SqliteDatabase.Database
   readonly db: DbConn
-  constructor(readonly path: string, opts: { synchronous?: 'NORMAL' | 'FULL' } = {}) {
+  /**
+   * `autoCheckpoint: false` leaves moving the WAL into the database file to another process
+   * (the cluster's primary, see cli.ts): a checkpoint ends with an fsync, and the connection
+   * that commits past the WAL's threshold would otherwise run it, with its requests waiting.
+   */
+  constructor(readonly path: string, opts: { synchronous?: 'NORMAL' | 'FULL'; autoCheckpoint?: boolean } = {}) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
     this.sqlite = new SqliteDatabase(path)
     this.sqlite.pragma('journal_mode = WAL')
     this.sqlite.pragma(`synchronous = ${opts.synchronous ?? 'NORMAL'}`)
     this.sqlite.pragma('foreign_keys = ON')
-    // Short: better-sqlite3 waits synchronously, which would stall every request of this
-    // process; longer waits happen in `retryBusy`, asynchronously.
+    // better-sqlite3 waits synchronously, which would stall every request of this process;
+    // waits happen in `retryBusy`, asynchronously.
     this.sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
+    if (opts.autoCheckpoint === false) this.sqlite.pragma('wal_autocheckpoint = 0')
     this.db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(this.sqlite) }) })
   }
 
@@ -89,8 +101,10 @@ export class Database {
   }
 
   /**
-   * Retries `fn` while another process holds the write lock (SQLITE_BUSY), with a short
-   * random back-off that leaves this process's event loop free, up to a deadline.
+   * Retries `fn` while another process holds the write lock (SQLITE_BUSY), leaving this
+   * process's event loop free meanwhile (other requests get parsed and their tokens checked):
+   * first after one turn of the loop, since a lock is held for well under a millisecond, then
+   * with a short random back-off, up to a deadline.
    */
   async retryBusy<T>(fn: () => Promise<T>): Promise<T> {
     const deadline = Date.now() + BUSY_DEADLINE_MS
@@ -99,7 +113,8 @@ export class Database {
         return await fn()
       } catch (err) {
         if (!isBusy(err) || Date.now() > deadline) throw err
-        await new Promise((resolve) => setTimeout(resolve, Math.min(50, 1 + attempt) * Math.random()))
+        if (attempt < QUICK_RETRIES) await new Promise((resolve) => setImmediate(resolve))
+        else await new Promise((resolve) => setTimeout(resolve, Math.min(20, 1 + attempt - QUICK_RETRIES) * Math.random()))
       }
     }
   }
@@ -123,6 +138,11 @@ export class Database {
         throw err
       }
     })
+  }
+
+  /** Copies what it can of the WAL into the database file without waiting for anyone. */
+  checkpoint(): void {
+    this.sqlite.pragma('wal_checkpoint(PASSIVE)')
   }
 
   async close(): Promise<void> {
