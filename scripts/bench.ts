@@ -273,7 +273,7 @@ async function main(): Promise<void> {
     for (const app of apps.filter((app) => opts.algs.includes(app.alg))) endToEnd.push(await measureService(service, app, opts))
     if (profileDir) {
       await service.stop()
-      process.stderr.write(formatSummary(summarizeProfiles(profileDir, root)) + '\n\n')
+      process.stderr.write(formatSummary(summarizeProfiles(profileDir, root, service.process.pid)) + '\n\n')
     }
 
     const rows: Row[] = [
