@@ -1,3 +1,4 @@
+import cluster from 'node:cluster'
 import { randomBytes } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { IdResolver } from '@atproto/identity'
@@ -26,7 +27,8 @@ export interface AppContext {
 }
 
 export async function createContext(cfg: ServerConfig, logger: Logger, adminPassword: string): Promise<AppContext> {
-  const db = new Database(cfg.dbPath, { synchronous: cfg.dbSynchronous })
+  // A cluster worker leaves checkpoints to the primary (cli.ts), which has no requests to delay.
+  const db = new Database(cfg.dbPath, { synchronous: cfg.dbSynchronous, autoCheckpoint: !cluster.isWorker })
   db.migrate()
   const didCache = new BoundedDidCache()
   const idResolver = new IdResolver({

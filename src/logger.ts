@@ -6,7 +6,8 @@ export type { Logger }
 export function createLogger(level: string): Logger {
   return pino({
     level,
-    base: { service: 'atm-tickets' },
+    // pid: which worker process wrote the line.
+    base: { service: 'atm-tickets', pid: process.pid },
     redact: {
       paths: [
         'req.headers.authorization',

@@ -1,10 +1,11 @@
 // CONTRACT §5 under concurrent load, through real HTTP at the real service process, with one
 // worker process and with two sharing the SQLite file: never oversold (1), atomic (2),
-// idempotent under concurrency (4), and no internal errors on the way.
+// idempotent under concurrency (4), tokens single-use across workers, and no internal errors on the way.
 //
 // Every request carries its own freshly minted token. Tokens are minted first, then all
 // requests are fired at once, so the whole batch is in flight together from the test's
 // point of view. Nothing here asserts a timing.
+import http from 'node:http'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { settle, type Outcome } from './helpers/expect.js'
 import { rng } from './helpers/random.js'
@@ -31,6 +32,29 @@ function reportUnexpected(outcomes: Outcome[], expected: (o: Outcome) => boolean
     seen.set(key, (seen.get(key) ?? 0) + 1)
   }
   for (const [key, n] of seen) console.log(`unexpected answer ×${n}: ${key}`)
+}
+
+/** A POST on a TCP connection of its own: the cluster hands new connections to its workers in turn. */
+function postOnNewConnection(url: string, method: string, body: unknown, token: string): Promise<{ status: number; body: any }> {
+  const payload = JSON.stringify(body)
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      new URL(`/xrpc/${method}`, url),
+      {
+        method: 'POST',
+        agent: false,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+      },
+      (res) => {
+        let text = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk: string) => (text += chunk))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }))
+      },
+    )
+    req.on('error', reject)
+    req.end(payload)
+  })
 }
 
 /** Service log lines at error level or above (pino: 50 = error, 60 = fatal). */
@@ -249,6 +273,34 @@ describe.each([1, 2])('concurrency with ATM_WORKERS=%i', (workers) => {
     const retry = await world.app.call(HOLD, body)
     expect(retry.status, JSON.stringify(retry.body)).toBe(200)
     expect(retry.body).toMatchObject({ holdId: ok[0]!.body.holdId, reused: true })
+  })
+
+  it('a token spent on one worker is refused by every worker (JwtReplayed)', async () => {
+    // The service is healthy once one worker listens; the others may still be starting.
+    const listening = () => world.service.jsonLogs().filter((line) => line.msg === 'ATM Tickets listening').length
+    for (let attempt = 0; attempt < 250 && listening() < workers; attempt++) await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(listening()).toBe(workers)
+    const { tierId } = await createEventWithTier(world, { quantityTotal: 100 })
+    const [token] = await mintTokens(world.app, HOLD, 1)
+    const body = { items: [{ tierId, quantity: 1 }] }
+    const first = await postOnNewConnection(world.service.url, HOLD, body, token!)
+    expect(first.status, JSON.stringify(first.body)).toBe(200)
+    const logLinesBefore = world.service.jsonLogs().length
+    const replays: Array<{ status: number; body: any }> = []
+    for (let index = 0; index < 8; index++) replays.push(await postOnNewConnection(world.service.url, HOLD, body, token!))
+    for (const replay of replays) expect({ status: replay.status, error: replay.body.error }).toEqual({ status: 401, error: 'JwtReplayed' })
+    // Each refusal is logged by the process that answered it: every worker refused the token.
+    const refusals = () =>
+      world.service
+        .jsonLogs()
+        .slice(logLinesBefore)
+        .filter((line) => line.msg === 'request' && line.status === 401 && line.path === `/xrpc/${HOLD}`)
+        .map((line) => line.pid)
+    // A line may reach the test's pipe a moment after its answer did.
+    for (let attempt = 0; attempt < 100 && refusals().length < 8; attempt++) await new Promise((resolve) => setTimeout(resolve, 20))
+    const refusedBy = refusals()
+    expect(refusedBy).toHaveLength(8)
+    expect(new Set(refusedBy).size).toBe(workers)
   })
 
   it('logged no internal errors (no 5xx, no SQLITE_BUSY, no worker deaths)', () => {

@@ -157,10 +157,10 @@ const HOT_QUERIES: HotQuery[] = [
     params: (i) => [i.appDid, 'jti-x'],
   },
   {
-    name: 'replay purge',
+    name: 'replay purge (one batch)',
     from: 'auth/replay-store.ts purgeExpired',
-    sql: 'delete from "replay" where "expiresAt" < ?',
-    params: (i) => [i.now - 60_000],
+    sql: 'delete from "replay" where ("iss", "jti") in (select "iss", "jti" from "replay" where "expiresAt" < ? limit ?)',
+    params: (i) => [i.now - 60_000, 500],
   },
   // Idempotency.
   {

@@ -7,6 +7,8 @@ import type { CacheResult, DidCache, DidDocument } from '@atproto/identity'
  */
 export class BoundedDidCache implements DidCache {
   private readonly entries = new Map<string, { doc: DidDocument; updatedAt: number }>()
+  /** Background refreshes under way: one per DID, however many requests find it stale. */
+  private readonly refreshing = new Set<string>()
 
   constructor(
     readonly maxEntries = 10_000,
@@ -28,9 +30,21 @@ export class BoundedDidCache implements DidCache {
     }
   }
 
+  /**
+   * Called by the resolver, which awaits it, when it finds a stale entry: it starts the fetch
+   * and returns at once, so the request goes on with the stale document instead of waiting
+   * for the network (stale-while-revalidate). A document that is gone now (deactivated DID)
+   * is forgotten; a failed fetch keeps the stale one until it expires.
+   */
   async refreshCache(did: string, getDoc: () => Promise<DidDocument | null>): Promise<void> {
-    const doc = await getDoc().catch(() => null)
-    if (doc) await this.cacheDid(did, doc)
+    if (this.refreshing.has(did)) return
+    this.refreshing.add(did)
+    void getDoc()
+      .then(
+        (doc) => (doc ? this.cacheDid(did, doc) : this.clearEntry(did)),
+        () => undefined,
+      )
+      .finally(() => this.refreshing.delete(did))
   }
 
   async checkCache(did: string): Promise<CacheResult | null> {

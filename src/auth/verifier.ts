@@ -1,9 +1,10 @@
 import { timingSafeEqual, createHash } from 'node:crypto'
-import type { IdResolver } from '@atproto/identity'
-import { AuthRequiredError, cryptoVerifySignatureWithKey, verifyJwt, XRPCError, type VerifySignatureWithKeyFn } from '@atproto/xrpc-server'
+import { ensureAtprotoKey, type DidDocument, type IdResolver } from '@atproto/identity'
+import { AuthRequiredError, verifyJwt, XRPCError, type VerifySignatureWithKeyFn } from '@atproto/xrpc-server'
 import type { Request } from 'express'
 import { DomainError } from '../tickets/errors.js'
 import type { ReplayStore } from './replay-store.js'
+import { createFastSignatureCheck, type SignatureCheck } from './signature.js'
 
 /** Longest lifetime a service-auth token or assertion may have (CONTRACT §2). */
 export const MAX_TOKEN_LIFETIME_SECONDS = 300
@@ -35,15 +36,17 @@ function decodeSegment(segment: string): Record<string, unknown> | null {
 }
 
 /**
- * The stock signature check, except that a key of another curve than the token's `alg`
- * answers "no" instead of throwing: verifyJwt then re-resolves the DID once, so a rotation
- * from a k256 to a p256 key (or back) is picked up like any other rotation.
+ * `check` (deciding as the stock one does), except that a key of another curve than the
+ * token's `alg` answers "no" instead of throwing: verifyJwt then re-resolves the DID once, so
+ * a rotation from a k256 to a p256 key (or back) is picked up like any other rotation.
  */
-const verifySignatureOrFalse: VerifySignatureWithKeyFn = async (key, msgBytes, sigBytes, alg) => {
-  try {
-    return await cryptoVerifySignatureWithKey(key, msgBytes, sigBytes, alg)
-  } catch {
-    return false
+function orFalse(check: SignatureCheck): VerifySignatureWithKeyFn {
+  return async (key, msgBytes, sigBytes, alg) => {
+    try {
+      return await check(key, msgBytes, sigBytes, alg)
+    } catch {
+      return false
+    }
   }
 }
 
@@ -64,13 +67,22 @@ export class ServiceAuthVerifier {
   private readonly resolving = new Map<string, Promise<string>>()
   /** When each DID's document was last re-fetched because of a bad signature. */
   private readonly lastForcedRefresh = new Map<string, number>()
+  /**
+   * The `#atproto` key of each cached document, read once: extracting it re-encodes the key
+   * (base58, point compression in pure JS), which costs as much as a native signature check.
+   */
+  private readonly keyOfDocument = new WeakMap<DidDocument, string>()
+  private readonly verifySignature: VerifySignatureWithKeyFn
 
+  /** `signatureCheck`: natively by default (see signature.ts); the stock check is the reference. */
   constructor(
     private readonly serviceDid: string,
     private readonly idResolver: IdResolver,
     private readonly replayStore: ReplayStore,
+    signatureCheck: SignatureCheck = createFastSignatureCheck().check,
   ) {
     this.audiences = new Set([serviceDid, `${serviceDid}#atm_tickets`])
+    this.verifySignature = orFalse(signatureCheck)
   }
 
   /** Verifies and spends a token; throws 401 AuthRequiredError with the contract's names. */
@@ -102,7 +114,7 @@ export class ServiceAuthVerifier {
       throw new AuthRequiredError(`jwt "aud" must be ${this.serviceDid}`, 'BadJwtAudience')
     }
 
-    const payload = await verifyJwt(token, null, lxm, (iss, forceRefresh) => this.signingKey(iss, forceRefresh), verifySignatureOrFalse).catch((err: unknown) => {
+    const payload = await verifyJwt(token, null, lxm, (iss, forceRefresh) => this.signingKey(iss, forceRefresh), this.verifySignature).catch((err: unknown) => {
       if (err instanceof XRPCError) throw err
       throw new AuthRequiredError('could not verify jwt', 'BadJwt')
     })
@@ -125,7 +137,8 @@ export class ServiceAuthVerifier {
     let pending = this.resolving.get(key)
     if (!pending) {
       pending = this.idResolver.did
-        .resolveAtprotoKey(iss, forceRefresh)
+        .ensureResolve(iss, forceRefresh)
+        .then((doc) => this.atprotoKey(doc))
         .catch(() => {
           throw new AuthRequiredError(`could not resolve an atproto signing key for ${iss}`, 'BadJwtIss')
         })
@@ -133,6 +146,15 @@ export class ServiceAuthVerifier {
       this.resolving.set(key, pending)
     }
     return pending
+  }
+
+  private atprotoKey(doc: DidDocument): string {
+    let key = this.keyOfDocument.get(doc)
+    if (key === undefined) {
+      key = ensureAtprotoKey(doc)
+      this.keyOfDocument.set(doc, key)
+    }
+    return key
   }
 
   /**

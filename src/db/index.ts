@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import SqliteDatabase from 'better-sqlite3'
-import { Kysely, SqliteDialect, sql } from 'kysely'
+import { Kysely, SqliteDialect, sql, type SqliteDatabase as KyselySqlite } from 'kysely'
 import { migrations } from './migrations/index.js'
 import type { DatabaseSchema } from './schema.js'
 import { sleepSync } from '../util/time.js'
@@ -9,8 +9,14 @@ import { sleepSync } from '../util/time.js'
 export type { DatabaseSchema }
 export type DbConn = Kysely<DatabaseSchema>
 
-/** How long one statement may block the thread waiting for another process's write lock. */
-const BUSY_TIMEOUT_MS = 20
+/**
+ * How long one statement may block the thread waiting for another process's write lock: not
+ * at all. SQLite's own wait sleeps 1, 2, 5… ms with the thread blocked, stalling every request
+ * of this process, while the other worker's transaction is done in a fraction of a millisecond.
+ */
+const BUSY_TIMEOUT_MS = 0
+/** Retries after a single turn of the event loop, before backing off with timers. */
+const QUICK_RETRIES = 8
 /** How long, in all, a write may wait for the lock (asynchronously) before it fails. */
 const BUSY_DEADLINE_MS = 10_000
 
@@ -28,6 +34,33 @@ export function afterCommit(tx: DbConn, fn: () => void): void {
   else queueMicrotask(fn)
 }
 
+/** How many distinct SQL texts keep their prepared statement (least recently used go first). */
+const STATEMENT_CACHE_SIZE = 500
+
+/**
+ * better-sqlite3 for kysely, preparing each distinct SQL text once. Kysely's driver prepares
+ * every statement it runs; a hold sends a dozen statements, and preparing them again each
+ * time cost more than running them. Safe because the driver only calls `all` and `run`,
+ * which finish before they return (no statement is left half-read by `iterate`).
+ */
+function withStatementCache(sqlite: SqliteDatabase.Database): KyselySqlite {
+  const statements = new Map<string, SqliteDatabase.Statement>()
+  return {
+    close: () => sqlite.close(),
+    prepare(text: string) {
+      let statement = statements.get(text)
+      if (statement) {
+        statements.delete(text)
+      } else {
+        statement = sqlite.prepare(text)
+        if (statements.size >= STATEMENT_CACHE_SIZE) statements.delete(statements.keys().next().value!)
+      }
+      statements.set(text, statement)
+      return statement
+    },
+  }
+}
+
 function isBusy(err: unknown): boolean {
   const code = (err as { code?: string } | null)?.code
   return code === 'SQLITE_BUSY' || code === 'SQLITE_BUSY_SNAPSHOT' || code === 'SQLITE_LOCKED'
@@ -41,16 +74,22 @@ function isBusy(err: unknown): boolean {
 export class Database {
   readonly sqlite: SqliteDatabase.Database
   readonly db: DbConn
-  constructor(readonly path: string, opts: { synchronous?: 'NORMAL' | 'FULL' } = {}) {
+  /**
+   * `autoCheckpoint: false` leaves moving the WAL into the database file to another process
+   * (the cluster's primary, see cli.ts): a checkpoint ends with an fsync, and the connection
+   * that commits past the WAL's threshold would otherwise run it, with its requests waiting.
+   */
+  constructor(readonly path: string, opts: { synchronous?: 'NORMAL' | 'FULL'; autoCheckpoint?: boolean } = {}) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
     this.sqlite = new SqliteDatabase(path)
     this.sqlite.pragma('journal_mode = WAL')
     this.sqlite.pragma(`synchronous = ${opts.synchronous ?? 'NORMAL'}`)
     this.sqlite.pragma('foreign_keys = ON')
-    // Short: better-sqlite3 waits synchronously, which would stall every request of this
-    // process; longer waits happen in `retryBusy`, asynchronously.
+    // better-sqlite3 waits synchronously, which would stall every request of this process;
+    // waits happen in `retryBusy`, asynchronously.
     this.sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
-    this.db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: this.sqlite }) })
+    if (opts.autoCheckpoint === false) this.sqlite.pragma('wal_autocheckpoint = 0')
+    this.db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(this.sqlite) }) })
   }
 
   /** Applies the migrations this file has not seen yet, in one exclusive transaction. */
@@ -76,8 +115,10 @@ export class Database {
   }
 
   /**
-   * Retries `fn` while another process holds the write lock (SQLITE_BUSY), with a short
-   * random back-off that leaves this process's event loop free, up to a deadline.
+   * Retries `fn` while another process holds the write lock (SQLITE_BUSY), leaving this
+   * process's event loop free meanwhile (other requests get parsed and their tokens checked):
+   * first after one turn of the loop, since a lock is held for well under a millisecond, then
+   * with a short random back-off, up to a deadline.
    */
   async retryBusy<T>(fn: () => Promise<T>): Promise<T> {
     const deadline = Date.now() + BUSY_DEADLINE_MS
@@ -86,7 +127,8 @@ export class Database {
         return await fn()
       } catch (err) {
         if (!isBusy(err) || Date.now() > deadline) throw err
-        await new Promise((resolve) => setTimeout(resolve, Math.min(50, 1 + attempt) * Math.random()))
+        if (attempt < QUICK_RETRIES) await new Promise((resolve) => setImmediate(resolve))
+        else await new Promise((resolve) => setTimeout(resolve, Math.min(20, 1 + attempt - QUICK_RETRIES) * Math.random()))
       }
     }
   }
@@ -116,6 +158,11 @@ export class Database {
         commitHooks.delete(conn)
       }
     })
+  }
+
+  /** Copies what it can of the WAL into the database file without waiting for anyone. */
+  checkpoint(): void {
+    this.sqlite.pragma('wal_checkpoint(PASSIVE)')
   }
 
   async close(): Promise<void> {
