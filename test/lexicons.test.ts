@@ -6,7 +6,9 @@ import { Lexicons, parseLexiconDoc } from '@atproto/lexicon'
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url))
 const lexiconDir = join(repoRoot, 'lexicons')
-const seedDir = fileURLToPath(new URL('../../shared/seeds/', import.meta.url))
+// The product's own lexicons as the user wrote them (seeds 000 and 001), kept in the repository
+// so that this comparison runs on any clone.
+const seedDir = join(repoRoot, 'test', 'fixtures', 'seeds')
 
 function listJson(dir: string): string[] {
   return readdirSync(dir)

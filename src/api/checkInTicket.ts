@@ -2,8 +2,7 @@ import type { AppContext } from '../context.js'
 import type { Server } from '../lexicon/index.js'
 import { ids } from '../lexicon/lexicons.js'
 import { checkInTicket } from '../tickets/checkins.js'
-import { runIdempotent } from '../tickets/idempotency.js'
-import { answerReplayedRetry, appAuth, idempotencyOf, json, scopeOf } from './util.js'
+import { appAuth, idempotentProcedure, json } from './util.js'
 
 export default function (server: Server, ctx: AppContext) {
   const nsid = ids.TicketsAtmosphereCheckInTicket
@@ -11,12 +10,7 @@ export default function (server: Server, ctx: AppContext) {
     auth: appAuth(ctx, nsid),
     handler: async ({ auth, input }) => {
       const body = input.body
-      const scope = scopeOf(auth.credentials, body.environment)
-      const { scope: idempotency, requestHash } = idempotencyOf(scope, nsid, body)
-      const retried = await answerReplayedRetry(ctx, auth.credentials, idempotency, requestHash)
-      if (retried) return json(retried as never)
-
-      const result = await runIdempotent(ctx.db, idempotency, requestHash, {
+      const result = await idempotentProcedure(ctx, auth.credentials, nsid, body, (scope) => ({
         work: (tx) =>
           checkInTicket(
             tx,
@@ -29,7 +23,7 @@ export default function (server: Server, ctx: AppContext) {
             },
             Date.now(),
           ),
-      })
+      }))
       return json(result)
     },
   })

@@ -2,8 +2,7 @@ import type { AppContext } from '../context.js'
 import type { Server } from '../lexicon/index.js'
 import { ids } from '../lexicon/lexicons.js'
 import { createCheckInList } from '../tickets/checkins.js'
-import { runIdempotent } from '../tickets/idempotency.js'
-import { answerReplayedRetry, appAuth, idempotencyOf, json, scopeOf } from './util.js'
+import { appAuth, idempotentProcedure, json } from './util.js'
 
 export default function (server: Server, ctx: AppContext) {
   const nsid = ids.TicketsAtmosphereCreateCheckInList
@@ -11,14 +10,9 @@ export default function (server: Server, ctx: AppContext) {
     auth: appAuth(ctx, nsid),
     handler: async ({ auth, input }) => {
       const body = input.body
-      const scope = scopeOf(auth.credentials, body.environment)
-      const { scope: idempotency, requestHash } = idempotencyOf(scope, nsid, body)
-      const retried = await answerReplayedRetry(ctx, auth.credentials, idempotency, requestHash)
-      if (retried) return json(retried as never)
-
-      const result = await runIdempotent(ctx.db, idempotency, requestHash, {
+      const result = await idempotentProcedure(ctx, auth.credentials, nsid, body, (scope) => ({
         work: (tx) => createCheckInList(tx, scope, { eventId: body.eventId, name: body.name }, Date.now()),
-      })
+      }))
       return json(result)
     },
   })

@@ -3,9 +3,8 @@ import type { Server } from '../lexicon/index.js'
 import { ids } from '../lexicon/lexicons.js'
 import { paymentProviderFor } from '../payments/test-provider.js'
 import { fail } from '../tickets/errors.js'
-import { runIdempotent } from '../tickets/idempotency.js'
 import { refundTickets, sendRefunds } from '../tickets/refunds.js'
-import { answerReplayedRetry, appAuth, idempotencyOf, json, scopeOf } from './util.js'
+import { appAuth, idempotentProcedure, json, scopeOf } from './util.js'
 
 export default function (server: Server, ctx: AppContext) {
   const nsid = ids.TicketsAtmosphereRefundTickets
@@ -13,13 +12,8 @@ export default function (server: Server, ctx: AppContext) {
     auth: appAuth(ctx, nsid),
     handler: async ({ auth, input }) => {
       const body = input.body
-      const scope = scopeOf(auth.credentials, body.environment)
-      const { scope: idempotency, requestHash } = idempotencyOf(scope, nsid, body)
-      const retried = await answerReplayedRetry(ctx, auth.credentials, idempotency, requestHash)
-      if (retried) return json(retried as never)
-
-      const provider = paymentProviderFor(scope.environment)
-      const result = await runIdempotent(ctx.db, idempotency, requestHash, {
+      const provider = paymentProviderFor(scopeOf(auth.credentials, body.environment).environment)
+      const result = await idempotentProcedure(ctx, auth.credentials, nsid, body, (scope) => ({
         before: async () => {
           if (!provider) {
             fail('LivePaymentsNotConfigured', `live payments are not configured on this server, so nothing in ${scope.environment} can be refunded: use environment "test"`)
@@ -38,7 +32,7 @@ export default function (server: Server, ctx: AppContext) {
             },
             Date.now(),
           ),
-      })
+      }))
       // A stored answer was sent to the provider by the request that recorded it.
       if (!result.reused) {
         const refused = await sendRefunds(ctx.db, provider!, result.refunds)

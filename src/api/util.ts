@@ -1,11 +1,12 @@
 import { AuthRequiredError, ForbiddenError, type MethodAuthContext } from '@atproto/xrpc-server'
 import { checkAdminBasicAuth } from '../auth/verifier.js'
 import type { AppContext } from '../context.js'
+import type { DbConn } from '../db/index.js'
 import type { AppTable } from '../db/schema.js'
 import { getApp } from '../tickets/apps.js'
 import { parseEnvironment } from '../tickets/environment.js'
 import type { Scope } from '../tickets/events.js'
-import { findStored, hashRequest, replayStored, type IdempotencyScope } from '../tickets/idempotency.js'
+import { findStored, hashRequest, replayStored, runIdempotent, type IdempotencyScope } from '../tickets/idempotency.js'
 
 export interface AppCredentials {
   /** The calling app's DID (the token's `iss`). */
@@ -90,4 +91,23 @@ export async function answerReplayedRetry(
   const stored = scope ? await findStored(ctx.db.db, scope, requestHash, Date.now()) : null
   if (!stored) refuseReplay(credentials)
   return replayStored(stored!)
+}
+
+/**
+ * The course of every procedure that takes `idempotencyKey`: a token used before gets only the
+ * stored answer of an exact retry; otherwise `before` (checks whose named refusals are stored
+ * under the key too) and `work` (in one transaction) run under the key.
+ */
+export async function idempotentProcedure<T extends Record<string, unknown>>(
+  ctx: AppContext,
+  credentials: AppCredentials,
+  nsid: string,
+  body: { environment?: string; idempotencyKey?: string | null },
+  steps: (scope: Scope) => { before?: () => Promise<void>; work: (tx: DbConn) => Promise<T> },
+): Promise<T & { reused?: boolean }> {
+  const scope = scopeOf(credentials, body.environment)
+  const { scope: idempotency, requestHash } = idempotencyOf(scope, nsid, body)
+  const retried = await answerReplayedRetry(ctx, credentials, idempotency, requestHash)
+  if (retried) return retried as T & { reused: true }
+  return runIdempotent(ctx.db, idempotency, requestHash, steps(scope))
 }
