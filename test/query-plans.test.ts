@@ -12,6 +12,7 @@ import Sqlite from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createPlcIdentity, mintServiceJwt, xrpc } from './helpers/index.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
+import { APP_SQL } from '../src/tickets/apps.js'
 import { CAPACITY_SQL } from '../src/tickets/capacity.js'
 import { HOLD_SQL } from '../src/tickets/holds.js'
 import { ORGANIZER_SQL } from '../src/tickets/organizers.js'
@@ -86,6 +87,7 @@ const HOT_QUERIES: HotQuery[] = [
   ).map(([name, params]) => ({ name: `hold ${name}`, from: 'holds.ts HOLD_SQL', sql: HOLD_SQL[name], params })),
   { name: 'organizer', from: 'organizers.ts requireOrganizer', sql: ORGANIZER_SQL.organizer, params: (i: Ids) => [i.organizerDid] },
   { name: 'payment setup', from: 'organizers.ts requireOrganizer', sql: ORGANIZER_SQL.paymentSetup, params: (i: Ids) => [i.organizerDid, 'test'] },
+  { name: 'app of the caller', from: 'apps.ts findApp', sql: APP_SQL.byDid, params: (i) => [i.appDid] },
   // Tier and group point reads and counter updates (kysely).
   {
     name: 'tier point read',
@@ -139,7 +141,8 @@ const HOT_QUERIES: HotQuery[] = [
   // Replay store: the (iss, jti) key, and the purge.
   {
     name: 'replay key lookup (the INSERT OR IGNORE conflict check)',
-    from: 'auth/replay-store.ts spend',
+    // An INSERT has no query plan of its own; its conflict check searches the primary key.
+    from: 'auth/replay-store.ts spend (REPLAY_SQL.spend)',
     sql: 'select 1 from "replay" where "iss" = ? and "jti" = ?',
     params: (i) => [i.appDid, 'jti-x'],
   },

@@ -2,7 +2,7 @@ import { AuthRequiredError, ForbiddenError, type MethodAuthContext } from '@atpr
 import { checkAdminBasicAuth } from '../auth/verifier.js'
 import type { AppContext } from '../context.js'
 import type { AppTable } from '../db/schema.js'
-import { getApp } from '../tickets/apps.js'
+import { findApp } from '../tickets/apps.js'
 import { parseEnvironment } from '../tickets/environment.js'
 import type { Scope } from '../tickets/events.js'
 import { findStored, hashRequest, replayStored, type IdempotencyScope } from '../tickets/idempotency.js'
@@ -24,7 +24,7 @@ export interface UserCredentials {
 export function appAuth(ctx: AppContext, nsid: string) {
   return async ({ req }: MethodAuthContext): Promise<{ credentials: AppCredentials }> => {
     const token = await ctx.authVerifier.verifyRequest(req, nsid)
-    const app = await getApp(ctx.db.db, token.iss)
+    const app = await findApp(ctx.db, token.iss)
     if (!app) {
       throw new ForbiddenError(`${token.iss} is not registered as an ATM app: ask the operator to register it`, 'AppNotRegistered')
     }

@@ -246,6 +246,21 @@ export class Database {
     )
   }
 
+  /**
+   * Runs `fn`'s reads synchronously on this process's connection once kysely lends it, so
+   * they never see another request's transaction half done (none is open meanwhile).
+   */
+  async readSync<T>(fn: (tx: SyncTx) => T): Promise<T> {
+    return this.db.connection().execute(async () => {
+      const tx = new SyncTx(this.statements)
+      try {
+        return fn(tx)
+      } finally {
+        tx.close(false)
+      }
+    })
+  }
+
   /** Copies what it can of the WAL into the database file without waiting for anyone. */
   checkpoint(): void {
     this.sqlite.pragma('wal_checkpoint(PASSIVE)')
