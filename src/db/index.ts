@@ -132,8 +132,9 @@ export class Database {
   readonly sqlite: SqliteDatabase.Database
   readonly db: DbConn
   private readonly statements: StatementCache
-  /** Calls its argument inside BEGIN … COMMIT (ROLLBACK when it throws). */
-  private readonly inTransaction: SqliteDatabase.Transaction<(run: () => unknown) => unknown>
+  private readonly begin: SqliteDatabase.Statement
+  private readonly commit: SqliteDatabase.Statement
+  private readonly rollback: SqliteDatabase.Statement
   /**
    * `autoCheckpoint: false` leaves moving the WAL into the database file to another process
    * (the cluster's primary, see cli.ts): a checkpoint ends with an fsync, and the connection
@@ -150,7 +151,9 @@ export class Database {
     this.sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
     if (opts.autoCheckpoint === false) this.sqlite.pragma('wal_autocheckpoint = 0')
     this.statements = new StatementCache(this.sqlite)
-    this.inTransaction = this.sqlite.transaction((run: () => unknown) => run())
+    this.begin = this.sqlite.prepare('BEGIN IMMEDIATE')
+    this.commit = this.sqlite.prepare('COMMIT')
+    this.rollback = this.sqlite.prepare('ROLLBACK')
     this.db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(this.sqlite, this.statements) }) })
   }
 
@@ -226,19 +229,24 @@ export class Database {
   /**
    * Runs `fn` synchronously in one BEGIN IMMEDIATE transaction, committed when it returns and
    * rolled back when it throws. Waiting for another process's lock stays asynchronous
-   * (`retryBusy`), and the connection is taken from kysely for each attempt, so no kysely
-   * transaction of this process is open meanwhile and other requests' reads go on between
-   * attempts. `fn` may run more than once (after SQLITE_BUSY) and must not await anything.
+   * (`retryBusy`), and each attempt runs while no kysely transaction of this process is open
+   * (`withConnection`), so other requests go on between attempts. `fn` may run more than
+   * once (after SQLITE_BUSY) and must not await anything.
    */
   async writeSync<T>(fn: (tx: SyncTx) => T): Promise<T> {
     return this.retryBusy(() =>
-      this.db.connection().execute(async () => {
+      this.withConnection(() => {
+        this.beginImmediate()
         const tx = new SyncTx(this.statements)
         let committed = false
         try {
-          const result = this.inTransaction.immediate(() => fn(tx)) as T
+          const result = fn(tx)
+          this.commit.run()
           committed = true
           return result
+        } catch (err) {
+          if (this.sqlite.inTransaction) this.rollback.run()
+          throw err
         } finally {
           tx.close(committed)
         }
@@ -247,11 +255,36 @@ export class Database {
   }
 
   /**
-   * Runs `fn`'s reads synchronously on this process's connection once kysely lends it, so
-   * they never see another request's transaction half done (none is open meanwhile).
+   * Runs `fn`, which must be synchronous, when no kysely transaction is open on this
+   * process's connection: at once if none is (nothing else of this process can run before
+   * `fn` returns), else once kysely lends the connection. Taking it from kysely every time
+   * would build a Kysely object per call.
+   */
+  private async withConnection<T>(fn: () => T): Promise<T> {
+    if (!this.sqlite.inTransaction) return fn()
+    return this.db.connection().execute(async () => fn())
+  }
+
+  /**
+   * BEGIN IMMEDIATE. Under load, finding the lock taken by the other worker is routine, not a
+   * fault: its SqliteError is made without a stack trace, which costs more than the attempt.
+   */
+  private beginImmediate(): void {
+    const stackTraceLimit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
+    try {
+      this.begin.run()
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit
+    }
+  }
+
+  /**
+   * Runs `fn`'s reads synchronously on this process's connection while no kysely transaction
+   * is open on it, so they never see another request's transaction half done.
    */
   async readSync<T>(fn: (tx: SyncTx) => T): Promise<T> {
-    return this.db.connection().execute(async () => {
+    return this.withConnection(() => {
       const tx = new SyncTx(this.statements)
       try {
         return fn(tx)
