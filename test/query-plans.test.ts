@@ -3,13 +3,19 @@
 // the service sends. The SQL below is what kysely compiles the service's queries to (src/tickets/
 // capacity.ts, holds.ts, claims.ts, tiers.ts, events.ts, ticket-queries.ts, idempotency.ts,
 // auth/replay-store.ts), with parameters bound exactly as better-sqlite3 binds them for the
-// service: `counted = ?` with 1 bound, not a literal, as kysely sends it.
+// service: `counted = ?` with 1 bound, not a literal, as kysely sends it. The statements of
+// the synchronous check-and-take (CAPACITY_SQL, HOLD_SQL, ORGANIZER_SQL) are imported as the
+// service prepares them.
 //
 // The plans are printed so they can be quoted.
 import Sqlite from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createPlcIdentity, mintServiceJwt, xrpc } from './helpers/index.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
+import { APP_SQL } from '../src/tickets/apps.js'
+import { CAPACITY_SQL } from '../src/tickets/capacity.js'
+import { HOLD_SQL } from '../src/tickets/holds.js'
+import { ORGANIZER_SQL } from '../src/tickets/organizers.js'
 
 interface PlanRow {
   id: number
@@ -43,51 +49,46 @@ const HOT_QUERIES: HotQuery[] = [
     name: 'expired units by tier',
     from: 'capacity.ts expiredUnitsByTier',
     sql: 'select "tierId", SUM(quantity) as "units" from "holdItem" where "counted" = ? and "tierId" in (?) and "expiresAt" <= ? group by "tierId"',
-    params: (i) => [1, i.tierId, i.now],
+    params: (i: Ids) => [1, i.tierId, i.now],
   },
   {
     name: 'expired units by tier (two tiers)',
     from: 'capacity.ts expiredUnitsByTier',
     sql: 'select "tierId", SUM(quantity) as "units" from "holdItem" where "counted" = ? and "tierId" in (?, ?) and "expiresAt" <= ? group by "tierId"',
-    params: (i) => [1, i.tierId, i.freeTierId, i.now],
+    params: (i: Ids) => [1, i.tierId, i.freeTierId, i.now],
   },
   {
     name: 'expired units by capacity group',
     from: 'capacity.ts expiredUnitsByGroup',
     sql: 'select "capacityGroupId", SUM(quantity) as "units" from "holdItem" where "counted" = ? and "capacityGroupId" in (?) and "expiresAt" <= ? group by "capacityGroupId"',
-    params: (i) => [1, i.groupId, i.now],
+    params: (i: Ids) => [1, i.groupId, i.now],
   },
-  {
-    name: 'reap expired items of a tier',
-    from: 'capacity.ts reapExpired',
-    sql: 'select "holdId", "tierId", "capacityGroupId", "quantity" from "holdItem" where "counted" = ? and "tierId" in (?) and "expiresAt" <= ?',
-    params: (i) => [1, i.tierId, i.now],
-  },
-  {
-    name: 'reap expired items of a capacity group',
-    from: 'capacity.ts reapExpired',
-    sql: 'select "holdId", "tierId", "capacityGroupId", "quantity" from "holdItem" where "counted" = ? and "capacityGroupId" in (?) and "expiresAt" <= ?',
-    params: (i) => [1, i.groupId, i.now],
-  },
-  {
-    name: 'uncount one hold item',
-    from: 'capacity.ts uncountItems',
-    sql: 'update "holdItem" set "counted" = ? where "holdId" = ? and "tierId" = ? and "counted" = ?',
-    params: (i) => [0, i.holdId, i.tierId, 1],
-  },
-  // Tier and group point reads and counter updates.
-  {
-    name: 'tiers of a hold (scoped)',
-    from: 'holds.ts createHold',
-    sql: 'select * from "tier" where "id" in (?) and "appDid" = ? and "environment" = ?',
-    params: (i) => [i.tierId, i.appDid, 'test'],
-  },
-  {
-    name: 'fresh tier counters',
-    from: 'holds.ts createHold',
-    sql: 'select * from "tier" where "id" in (?)',
-    params: (i) => [i.tierId],
-  },
+  // The synchronous check-and-take of holds and claims: the very statements the service prepares.
+  ...(
+    [
+      ['expiredItemsOfTier', (i: Ids) => [i.tierId, i.now]],
+      ['expiredItemsOfGroup', (i: Ids) => [i.groupId, i.now]],
+      ['uncountItem', (i: Ids) => [i.holdId, i.tierId]],
+      ['tierCounters', (i: Ids) => [i.tierId]],
+      ['groupCounters', (i: Ids) => [i.groupId]],
+      ['tierHeldAdd', (i: Ids) => [1, i.tierId]],
+      ['tierSoldAdd', (i: Ids) => [1, i.tierId]],
+      ['groupHeldAdd', (i: Ids) => [1, i.groupId]],
+      ['groupSoldAdd', (i: Ids) => [1, i.groupId]],
+    ] as const
+  ).map(([name, params]) => ({ name: `capacity ${name}`, from: 'capacity.ts CAPACITY_SQL', sql: CAPACITY_SQL[name], params })),
+  ...(
+    [
+      ['eventById', (i: Ids) => [i.eventId, i.appDid, 'test']],
+      ['eventByUri', (i: Ids) => [i.appDid, 'test', 'at://x/y/z']],
+      ['tier', (i: Ids) => [i.tierId, i.appDid, 'test']],
+      ['groupStatus', (i: Ids) => [i.groupId]],
+    ] as const
+  ).map(([name, params]) => ({ name: `hold ${name}`, from: 'holds.ts HOLD_SQL', sql: HOLD_SQL[name], params })),
+  { name: 'organizer', from: 'organizers.ts requireOrganizer', sql: ORGANIZER_SQL.organizer, params: (i: Ids) => [i.organizerDid] },
+  { name: 'payment setup', from: 'organizers.ts requireOrganizer', sql: ORGANIZER_SQL.paymentSetup, params: (i: Ids) => [i.organizerDid, 'test'] },
+  { name: 'app of the caller', from: 'apps.ts findApp', sql: APP_SQL.byDid, params: (i) => [i.appDid] },
+  // Tier and group point reads and counter updates (kysely).
   {
     name: 'tier point read',
     from: 'tiers.ts getTier',
@@ -102,21 +103,9 @@ const HOT_QUERIES: HotQuery[] = [
   },
   {
     name: 'fresh group counters',
-    from: 'holds.ts createHold / capacity.ts loadUsage',
+    from: 'capacity.ts loadUsage',
     sql: 'select * from "capacityGroup" where "id" in (?)',
     params: (i) => [i.groupId],
-  },
-  {
-    name: 'tier held += n',
-    from: 'holds.ts createHold',
-    sql: 'update "tier" set "held" = held + ? where "id" = ?',
-    params: (i) => [1, i.tierId],
-  },
-  {
-    name: 'group held += n',
-    from: 'holds.ts createHold',
-    sql: 'update "capacityGroup" set "held" = held + ? where "id" = ?',
-    params: (i) => [1, i.groupId],
   },
   {
     name: 'event tiers',
@@ -152,7 +141,8 @@ const HOT_QUERIES: HotQuery[] = [
   // Replay store: the (iss, jti) key, and the purge.
   {
     name: 'replay key lookup (the INSERT OR IGNORE conflict check)',
-    from: 'auth/replay-store.ts spend',
+    // An INSERT has no query plan of its own; its conflict check searches the primary key.
+    from: 'auth/replay-store.ts spend (REPLAY_SQL.spend)',
     sql: 'select 1 from "replay" where "iss" = ? and "jti" = ?',
     params: (i) => [i.appDid, 'jti-x'],
   },

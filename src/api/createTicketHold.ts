@@ -30,7 +30,7 @@ export default function (server: Server, ctx: AppContext) {
           checkHoldItems(body.items)
           await verifyBuyer(ctx, nsid, body)
         },
-        work: (tx) =>
+        workSync: (tx) =>
           createHold(
             tx,
             {

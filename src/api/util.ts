@@ -3,7 +3,7 @@ import { checkAdminBasicAuth } from '../auth/verifier.js'
 import type { AppContext } from '../context.js'
 import type { DbConn } from '../db/index.js'
 import type { AppTable } from '../db/schema.js'
-import { getApp } from '../tickets/apps.js'
+import { findApp } from '../tickets/apps.js'
 import { parseEnvironment } from '../tickets/environment.js'
 import type { Scope } from '../tickets/events.js'
 import { findStored, hashRequest, replayStored, runIdempotent, type IdempotencyScope } from '../tickets/idempotency.js'
@@ -25,7 +25,7 @@ export interface UserCredentials {
 export function appAuth(ctx: AppContext, nsid: string) {
   return async ({ req }: MethodAuthContext): Promise<{ credentials: AppCredentials }> => {
     const token = await ctx.authVerifier.verifyRequest(req, nsid)
-    const app = await getApp(ctx.db.db, token.iss)
+    const app = await findApp(ctx.db, token.iss)
     if (!app) {
       throw new ForbiddenError(`${token.iss} is not registered as an ATM app: ask the operator to register it`, 'AppNotRegistered')
     }
@@ -73,7 +73,8 @@ export function idempotencyOf(
 ): { scope: IdempotencyScope | null; requestHash: string } {
   return {
     scope: body.idempotencyKey ? { ...scope, method: nsid, key: body.idempotencyKey } : null,
-    requestHash: hashRequest(body),
+    // Only a key's stored answer is compared with the request.
+    requestHash: body.idempotencyKey ? hashRequest(body) : '',
   }
 }
 

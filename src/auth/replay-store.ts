@@ -1,5 +1,9 @@
 import type { Database } from '../db/index.js'
 
+export const REPLAY_SQL = {
+  spend: 'INSERT INTO replay (iss, jti, expiresAt) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+} as const
+
 /** Spent tokens forgotten per statement. */
 const PURGE_BATCH = 500
 
@@ -8,23 +12,17 @@ const PURGE_BATCH = 500
  * not the token string: ECDSA signatures are malleable, so one payload can carry several
  * valid signatures. The primary key makes "first use wins" atomic across processes.
  *
- * Queries go through kysely's connection, never straight to better-sqlite3: another
- * request's transaction may be open on this process's connection, and a write slipped in
- * between its statements would commit or roll back with it.
+ * Queries wait for kysely's connection (`writeSync` too), never go straight to better-sqlite3:
+ * another request's transaction may be open on this process's connection, and a write
+ * slipped in between its statements would commit or roll back with it.
  */
 export class ReplayStore {
   constructor(private readonly database: Database) {}
 
   /** True when this is the first use of `(iss, jti)`. */
   async spend(iss: string, jti: string, expiresAtMs: number): Promise<boolean> {
-    const result = await this.database.retryBusy(() =>
-      this.database.db
-        .insertInto('replay')
-        .values({ iss, jti, expiresAt: expiresAtMs })
-        .onConflict((oc) => oc.doNothing())
-        .executeTakeFirst(),
-    )
-    return Number(result.numInsertedOrUpdatedRows ?? 0) === 1
+    // Every request spends a token: a prepared statement, without kysely's query building.
+    return this.database.writeSync((tx) => tx.run(REPLAY_SQL.spend, iss, jti, expiresAtMs) === 1)
   }
 
   /**

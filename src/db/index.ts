@@ -20,44 +20,101 @@ const QUICK_RETRIES = 8
 /** How long, in all, a write may wait for the lock (asynchronously) before it fails. */
 const BUSY_DEADLINE_MS = 10_000
 
-// The callbacks each open transaction runs once it has committed, by its connection.
-const commitHooks = new WeakMap<DbConn, Array<() => void>>()
+// The synchronous face of each open kysely transaction, by its connection (see `syncTxOf`).
+const openTransactions = new WeakMap<DbConn, SyncTx>()
 
 /**
  * Runs `fn` once the transaction `tx` belongs to has committed, never if it rolls back
  * (outside a transaction, as soon as the current statement is done). For signals about
  * what the transaction wrote, such as waking the outbox deliverer; `fn` must not throw.
  */
-export function afterCommit(tx: DbConn, fn: () => void): void {
-  const hooks = commitHooks.get(tx)
-  if (hooks) hooks.push(fn)
+export function afterCommit(tx: DbConn | SyncTx, fn: () => void): void {
+  const open = tx instanceof SyncTx ? tx : openTransactions.get(tx)
+  if (open) open.afterCommit(fn)
   else queueMicrotask(fn)
+}
+
+/**
+ * The open write transaction `tx` (from `Database.transaction`) as a `SyncTx`, for domain
+ * code written as synchronous statements (the capacity check-and-take) called from a kysely
+ * transaction: the statements run on the same connection, inside the same BEGIN IMMEDIATE.
+ */
+export function syncTxOf(tx: DbConn): SyncTx {
+  const open = openTransactions.get(tx)
+  if (!open) throw new Error('syncTxOf needs the tx of an open Database.transaction')
+  return open
 }
 
 /** How many distinct SQL texts keep their prepared statement (least recently used go first). */
 const STATEMENT_CACHE_SIZE = 500
 
 /**
- * better-sqlite3 for kysely, preparing each distinct SQL text once. Kysely's driver prepares
- * every statement it runs; a hold sends a dozen statements, and preparing them again each
- * time cost more than running them. Safe because the driver only calls `all` and `run`,
+ * Each distinct SQL text prepared once. Kysely's driver prepares every statement it runs; a
+ * hold sent a dozen statements, and preparing them again each time cost more than running
+ * them. Shared by kysely and `SyncTx`. Safe because both only call `get`, `all` and `run`,
  * which finish before they return (no statement is left half-read by `iterate`).
  */
-function withStatementCache(sqlite: SqliteDatabase.Database): KyselySqlite {
-  const statements = new Map<string, SqliteDatabase.Statement>()
-  return {
-    close: () => sqlite.close(),
-    prepare(text: string) {
-      let statement = statements.get(text)
-      if (statement) {
-        statements.delete(text)
-      } else {
-        statement = sqlite.prepare(text)
-        if (statements.size >= STATEMENT_CACHE_SIZE) statements.delete(statements.keys().next().value!)
-      }
-      statements.set(text, statement)
-      return statement
-    },
+class StatementCache {
+  private readonly statements = new Map<string, SqliteDatabase.Statement>()
+  constructor(private readonly sqlite: SqliteDatabase.Database) {}
+
+  prepare(text: string): SqliteDatabase.Statement {
+    let statement = this.statements.get(text)
+    if (statement) {
+      this.statements.delete(text)
+    } else {
+      statement = this.sqlite.prepare(text)
+      if (this.statements.size >= STATEMENT_CACHE_SIZE) this.statements.delete(this.statements.keys().next().value!)
+    }
+    this.statements.set(text, statement)
+    return statement
+  }
+}
+
+/** better-sqlite3 for kysely, through the shared statement cache. */
+function withStatementCache(sqlite: SqliteDatabase.Database, statements: StatementCache): KyselySqlite {
+  return { close: () => sqlite.close(), prepare: (text: string) => statements.prepare(text) }
+}
+
+/**
+ * A write transaction as plain synchronous better-sqlite3 statements, for the hot
+ * check-and-take: no query building, no awaits, so the write lock every worker shares is
+ * held only as long as SQLite needs. Valid only while its transaction is open.
+ */
+export class SyncTx {
+  private readonly hooks: Array<() => void> = []
+  private open = true
+
+  constructor(private readonly statements: StatementCache) {}
+
+  get<Row>(text: string, ...params: unknown[]): Row | undefined {
+    return this.statement(text).get(...params) as Row | undefined
+  }
+
+  all<Row>(text: string, ...params: unknown[]): Row[] {
+    return this.statement(text).all(...params) as Row[]
+  }
+
+  /** Runs a write; answers how many rows it changed. */
+  run(text: string, ...params: unknown[]): number {
+    return this.statement(text).run(...params).changes
+  }
+
+  /** Runs `fn` once this transaction has committed, never if it rolls back. */
+  afterCommit(fn: () => void): void {
+    this.hooks.push(fn)
+  }
+
+  /** Ends this object's life; after a commit, runs the hooks. */
+  close(committed: boolean): void {
+    this.open = false
+    if (committed) for (const hook of this.hooks) hook()
+  }
+
+  private statement(text: string): SqliteDatabase.Statement {
+    // A statement after the end would run on its own, outside the transaction it belongs to.
+    if (!this.open) throw new Error('SyncTx used after its transaction ended')
+    return this.statements.prepare(text)
   }
 }
 
@@ -74,6 +131,10 @@ function isBusy(err: unknown): boolean {
 export class Database {
   readonly sqlite: SqliteDatabase.Database
   readonly db: DbConn
+  private readonly statements: StatementCache
+  private readonly begin: SqliteDatabase.Statement
+  private readonly commit: SqliteDatabase.Statement
+  private readonly rollback: SqliteDatabase.Statement
   /**
    * `autoCheckpoint: false` leaves moving the WAL into the database file to another process
    * (the cluster's primary, see cli.ts): a checkpoint ends with an fsync, and the connection
@@ -89,7 +150,11 @@ export class Database {
     // waits happen in `retryBusy`, asynchronously.
     this.sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
     if (opts.autoCheckpoint === false) this.sqlite.pragma('wal_autocheckpoint = 0')
-    this.db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(this.sqlite) }) })
+    this.statements = new StatementCache(this.sqlite)
+    this.begin = this.sqlite.prepare('BEGIN IMMEDIATE')
+    this.commit = this.sqlite.prepare('COMMIT')
+    this.rollback = this.sqlite.prepare('ROLLBACK')
+    this.db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(this.sqlite, this.statements) }) })
   }
 
   /** Applies the migrations this file has not seen yet, in one exclusive transaction. */
@@ -143,19 +208,88 @@ export class Database {
   async transaction<T>(fn: (tx: DbConn) => Promise<T>): Promise<T> {
     return this.db.connection().execute(async (conn) => {
       await this.retryBusy(() => sql`BEGIN IMMEDIATE`.execute(conn))
-      const hooks: Array<() => void> = []
-      commitHooks.set(conn, hooks)
+      const open = new SyncTx(this.statements)
+      openTransactions.set(conn, open)
+      let committed = false
       try {
         const result = await fn(conn)
         await sql`COMMIT`.execute(conn)
-        commitHooks.delete(conn)
-        for (const hook of hooks) hook()
+        committed = true
         return result
       } catch (err) {
         if (this.sqlite.inTransaction) await sql`ROLLBACK`.execute(conn)
         throw err
       } finally {
-        commitHooks.delete(conn)
+        openTransactions.delete(conn)
+        open.close(committed)
+      }
+    })
+  }
+
+  /**
+   * Runs `fn` synchronously in one BEGIN IMMEDIATE transaction, committed when it returns and
+   * rolled back when it throws. Waiting for another process's lock stays asynchronous
+   * (`retryBusy`), and each attempt runs while no kysely transaction of this process is open
+   * (`withConnection`), so other requests go on between attempts. `fn` may run more than
+   * once (after SQLITE_BUSY) and must not await anything.
+   */
+  async writeSync<T>(fn: (tx: SyncTx) => T): Promise<T> {
+    return this.retryBusy(() =>
+      this.withConnection(() => {
+        this.beginImmediate()
+        const tx = new SyncTx(this.statements)
+        let committed = false
+        try {
+          const result = fn(tx)
+          this.commit.run()
+          committed = true
+          return result
+        } catch (err) {
+          if (this.sqlite.inTransaction) this.rollback.run()
+          throw err
+        } finally {
+          tx.close(committed)
+        }
+      }),
+    )
+  }
+
+  /**
+   * Runs `fn`, which must be synchronous, when no kysely transaction is open on this
+   * process's connection: at once if none is (nothing else of this process can run before
+   * `fn` returns), else once kysely lends the connection. Taking it from kysely every time
+   * would build a Kysely object per call.
+   */
+  private async withConnection<T>(fn: () => T): Promise<T> {
+    if (!this.sqlite.inTransaction) return fn()
+    return this.db.connection().execute(async () => fn())
+  }
+
+  /**
+   * BEGIN IMMEDIATE. Under load, finding the lock taken by the other worker is routine, not a
+   * fault: its SqliteError is made without a stack trace, which costs more than the attempt.
+   */
+  private beginImmediate(): void {
+    const stackTraceLimit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
+    try {
+      this.begin.run()
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit
+    }
+  }
+
+  /**
+   * Runs `fn`'s reads synchronously on this process's connection while no kysely transaction
+   * is open on it, so they never see another request's transaction half done.
+   */
+  async readSync<T>(fn: (tx: SyncTx) => T): Promise<T> {
+    return this.withConnection(() => {
+      const tx = new SyncTx(this.statements)
+      try {
+        return fn(tx)
+      } finally {
+        tx.close(false)
       }
     })
   }

@@ -1,5 +1,5 @@
 import { sql } from 'kysely'
-import type { DbConn } from '../db/index.js'
+import type { DbConn, SyncTx } from '../db/index.js'
 import type { CapacityGroupTable, TierTable } from '../db/schema.js'
 import { fail } from './errors.js'
 
@@ -50,20 +50,42 @@ async function expiredUnitsBy(
   return new Map(rows.map((row) => [row.id as string, Number(row.units)]))
 }
 
+/*
+ * The writers below are synchronous statements (see `SyncTx`): they run while the write lock
+ * that every worker shares is held, so they do no query building and no awaits. `counted = 1`
+ * is written as a literal so SQLite matches it to the partial indexes on counted items.
+ */
+export const CAPACITY_SQL = {
+  expiredItemsOfTier:
+    'SELECT holdId, tierId, capacityGroupId, quantity FROM holdItem WHERE counted = 1 AND tierId = ? AND expiresAt <= ?',
+  expiredItemsOfGroup:
+    'SELECT holdId, tierId, capacityGroupId, quantity FROM holdItem WHERE counted = 1 AND capacityGroupId = ? AND expiresAt <= ?',
+  uncountItem: 'UPDATE holdItem SET counted = 0 WHERE holdId = ? AND tierId = ? AND counted = 1',
+  tierCounters: 'SELECT quantityTotal AS total, sold, held FROM tier WHERE id = ?',
+  groupCounters: 'SELECT totalCapacity AS total, sold, held FROM capacityGroup WHERE id = ?',
+  tierHeldAdd: 'UPDATE tier SET held = held + ? WHERE id = ?',
+  tierSoldAdd: 'UPDATE tier SET sold = sold + ? WHERE id = ?',
+  groupHeldAdd: 'UPDATE capacityGroup SET held = held + ? WHERE id = ?',
+  groupSoldAdd: 'UPDATE capacityGroup SET sold = sold + ? WHERE id = ?',
+} as const
+
+type CountedItem = { holdId: string; tierId: string; capacityGroupId: string | null; quantity: number }
+
 /**
  * Uncounts every expired hold item of these tiers and groups and lowers their `held`
  * counters. Must run inside a write transaction, before capacity is checked.
  */
-export async function reapExpired(tx: DbConn, tierIds: string[], groupIds: string[], nowMs: number): Promise<void> {
-  // One query per column, not one with OR: each then searches its own partial index by key
+export function reapExpired(tx: SyncTx, tierIds: string[], groupIds: string[], nowMs: number): void {
+  // One query per tier and per group, not one with OR: each searches its partial index by key
   // and expiry instead of scanning every counted item.
-  const columns = ['holdId', 'tierId', 'capacityGroupId', 'quantity'] as const
-  const byTier = tierIds.length ? await countedExpired(tx, 'tierId', tierIds, nowMs).select(columns).execute() : []
-  const byGroup = groupIds.length ? await countedExpired(tx, 'capacityGroupId', groupIds, nowMs).select(columns).execute() : []
-  const expired = new Map<string, (typeof byTier)[number]>()
-  for (const item of [...byTier, ...byGroup]) expired.set(`${item.holdId} ${item.tierId}`, item)
-  if (expired.size === 0) return
-  await uncountItems(tx, [...expired.values()])
+  const expired = new Map<string, CountedItem>()
+  for (const tierId of tierIds) {
+    for (const item of tx.all<CountedItem>(CAPACITY_SQL.expiredItemsOfTier, tierId, nowMs)) expired.set(`${item.holdId} ${item.tierId}`, item)
+  }
+  for (const groupId of groupIds) {
+    for (const item of tx.all<CountedItem>(CAPACITY_SQL.expiredItemsOfGroup, groupId, nowMs)) expired.set(`${item.holdId} ${item.tierId}`, item)
+  }
+  if (expired.size > 0) uncountItems(tx, [...expired.values()])
 }
 
 /**
@@ -72,65 +94,55 @@ export async function reapExpired(tx: DbConn, tierIds: string[], groupIds: strin
  * group must have room for all it is asked (items of one group add up), and only then are
  * the units added to `held` (a hold) or `sold` (issued tickets), all or nothing.
  */
-export async function takeCapacity(
-  tx: DbConn,
+export function takeCapacity(
+  tx: SyncTx,
   items: Array<{ tier: Pick<TierTable, 'id' | 'capacityGroupId'>; quantity: number }>,
   counter: 'held' | 'sold',
   nowMs: number,
-): Promise<void> {
-  const tierIds = items.map((item) => item.tier.id)
+): void {
   const askedPerGroup = new Map<string, number>()
   for (const { tier, quantity } of items) {
     if (tier.capacityGroupId) askedPerGroup.set(tier.capacityGroupId, (askedPerGroup.get(tier.capacityGroupId) ?? 0) + quantity)
   }
-  const groupIds = [...askedPerGroup.keys()]
-  await reapExpired(tx, tierIds, groupIds, nowMs)
-  const tiers = await tx.selectFrom('tier').select(['id', 'quantityTotal', 'sold', 'held']).where('id', 'in', tierIds).execute()
-  const groups = groupIds.length
-    ? await tx.selectFrom('capacityGroup').select(['id', 'totalCapacity', 'sold', 'held']).where('id', 'in', groupIds).execute()
-    : []
+  reapExpired(
+    tx,
+    items.map((item) => item.tier.id),
+    [...askedPerGroup.keys()],
+    nowMs,
+  )
+  type Counters = { total: number; sold: number; held: number }
   for (const { tier, quantity } of items) {
-    const fresh = tiers.find((row) => row.id === tier.id)!
-    const left = fresh.quantityTotal - fresh.sold - fresh.held
+    const fresh = tx.get<Counters>(CAPACITY_SQL.tierCounters, tier.id)!
+    const left = fresh.total - fresh.sold - fresh.held
     if (quantity > left) fail('InsufficientTicketCapacity', `tier ${tier.id} has ${Math.max(0, left)} left, asked for ${quantity}`)
   }
-  for (const group of groups) {
-    const asked = askedPerGroup.get(group.id)!
-    const left = group.totalCapacity - group.sold - group.held
-    if (asked > left) fail('InsufficientTicketCapacity', `capacity group ${group.id} has ${Math.max(0, left)} left, asked for ${asked}`)
+  for (const [groupId, asked] of askedPerGroup) {
+    const fresh = tx.get<Counters>(CAPACITY_SQL.groupCounters, groupId)!
+    const left = fresh.total - fresh.sold - fresh.held
+    if (asked > left) fail('InsufficientTicketCapacity', `capacity group ${groupId} has ${Math.max(0, left)} left, asked for ${asked}`)
   }
   for (const { tier, quantity } of items) {
-    await tx.updateTable('tier').set({ [counter]: sql`${sql.ref(counter)} + ${quantity}` }).where('id', '=', tier.id).execute()
+    tx.run(counter === 'held' ? CAPACITY_SQL.tierHeldAdd : CAPACITY_SQL.tierSoldAdd, quantity, tier.id)
   }
   for (const [groupId, asked] of askedPerGroup) {
-    await tx.updateTable('capacityGroup').set({ [counter]: sql`${sql.ref(counter)} + ${asked}` }).where('id', '=', groupId).execute()
+    tx.run(counter === 'held' ? CAPACITY_SQL.groupHeldAdd : CAPACITY_SQL.groupSoldAdd, asked, groupId)
   }
 }
 
-/** Removes items from the held counters (release, completion, expiry). */
-export async function uncountItems(
-  tx: DbConn,
-  items: Array<{ holdId: string; tierId: string; capacityGroupId: string | null; quantity: number }>,
-): Promise<void> {
+/**
+ * Removes items from the held counters (release, completion, expiry). An item already
+ * uncounted, by a transaction that committed since the caller read it, is left alone.
+ */
+export function uncountItems(tx: SyncTx, items: CountedItem[]): void {
   const byTier = new Map<string, number>()
   const byGroup = new Map<string, number>()
   for (const item of items) {
-    await tx
-      .updateTable('holdItem')
-      .set({ counted: 0 })
-      .where('holdId', '=', item.holdId)
-      .where('tierId', '=', item.tierId)
-      .where('counted', '=', 1)
-      .execute()
+    if (tx.run(CAPACITY_SQL.uncountItem, item.holdId, item.tierId) === 0) continue
     byTier.set(item.tierId, (byTier.get(item.tierId) ?? 0) + item.quantity)
     if (item.capacityGroupId) byGroup.set(item.capacityGroupId, (byGroup.get(item.capacityGroupId) ?? 0) + item.quantity)
   }
-  for (const [tierId, units] of byTier) {
-    await tx.updateTable('tier').set({ held: sql`held - ${units}` }).where('id', '=', tierId).execute()
-  }
-  for (const [groupId, units] of byGroup) {
-    await tx.updateTable('capacityGroup').set({ held: sql`held - ${units}` }).where('id', '=', groupId).execute()
-  }
+  for (const [tierId, units] of byTier) tx.run(CAPACITY_SQL.tierHeldAdd, -units, tierId)
+  for (const [groupId, units] of byGroup) tx.run(CAPACITY_SQL.groupHeldAdd, -units, groupId)
 }
 
 export interface TierWithUsage {

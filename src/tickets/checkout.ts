@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto'
 import { sql } from 'kysely'
-import type { DbConn } from '../db/index.js'
+import { syncTxOf, type DbConn } from '../db/index.js'
 import type { EventTable, HoldItemTable, HoldTable, PaymentTable, TicketTable } from '../db/schema.js'
 import { newId, newSecret } from '../util/ids.js'
 import { uncountItems } from './capacity.js'
@@ -110,7 +110,7 @@ export async function completeHold(tx: DbConn, req: CompletionRequest, nowMs: nu
 
   // The hold's units are still counted (an unexpired hold is never reaped), so moving them
   // from held to sold keeps every total's sold + held unchanged.
-  await uncountItems(tx, items)
+  uncountItems(syncTxOf(tx), items)
   const soldPerGroup = new Map<string, number>()
   for (const item of items) {
     await tx.updateTable('tier').set({ sold: sql`sold + ${item.quantity}` }).where('id', '=', item.tierId).execute()

@@ -1,6 +1,6 @@
 import { ids } from '../lexicon/lexicons.js'
 import { sql } from 'kysely'
-import type { DbConn } from '../db/index.js'
+import { syncTxOf, type DbConn } from '../db/index.js'
 import type { AppTable, TicketTable } from '../db/schema.js'
 import { newId, newSecret } from '../util/ids.js'
 import { isOnSale, takeCapacity } from './capacity.js'
@@ -47,7 +47,7 @@ export async function claimFreeTickets(tx: DbConn, req: ClaimRequest, nowMs: num
   if (req.quantity > tier.maxPerOrder) {
     fail('QuantityTooHigh', `tier ${tier.id} allows at most ${tier.maxPerOrder} per order, asked for ${req.quantity}`)
   }
-  await requireOrganizer(tx, event.organizerDid, scope.environment, false)
+  requireOrganizer(syncTxOf(tx), event.organizerDid, scope.environment, false)
 
   const already = await tx
     .selectFrom('claim')
@@ -62,7 +62,7 @@ export async function claimFreeTickets(tx: DbConn, req: ClaimRequest, nowMs: num
     )
   }
 
-  await takeCapacity(tx, [{ tier, quantity: req.quantity }], 'sold', nowMs)
+  takeCapacity(syncTxOf(tx), [{ tier, quantity: req.quantity }], 'sold', nowMs)
 
   const claimId = newId('claim')
   await tx

@@ -1,4 +1,4 @@
-import type { Database, DbConn } from '../db/index.js'
+import { syncTxOf, type Database, type DbConn } from '../db/index.js'
 import { uncountItems } from './capacity.js'
 import { getApp } from './apps.js'
 import { checkoutUrl } from './holds.js'
@@ -53,7 +53,7 @@ export async function expireHolds(tx: DbConn, holdIds: string[], publicUrl: stri
     if (!marked) continue
     changed++
     const items = await tx.selectFrom('holdItem').selectAll().where('holdId', '=', holdId).execute()
-    await uncountItems(tx, items.filter((item) => item.counted === 1))
+    uncountItems(syncTxOf(tx), items.filter((item) => item.counted === 1))
     const app = await getApp(tx, marked.appDid)
     if (!app) continue
     const event = await tx.selectFrom('event').select('uri').where('id', '=', marked.eventId).executeTakeFirst()

@@ -1,12 +1,12 @@
 import { ids } from '../lexicon/lexicons.js'
-import type { DbConn } from '../db/index.js'
+import { syncTxOf, type DbConn, type SyncTx } from '../db/index.js'
 import type { AppTable, EventTable, HoldItemTable, HoldTable, TierTable } from '../db/schema.js'
 import { newId, newSecret } from '../util/ids.js'
 import { isOnSale, takeCapacity, uncountItems } from './capacity.js'
 import { fail } from './errors.js'
-import { getEvent, getEventByUri, type Scope } from './events.js'
+import { getEvent, type Scope } from './events.js'
 import { requireOrganizer } from './organizers.js'
-import { enqueueAppEvent } from './outbox.js'
+import { enqueueAppEventSync } from './outbox.js'
 import { eventAvailability } from './tiers.js'
 import { holdItemView, holdStatus } from './views.js'
 
@@ -41,45 +41,67 @@ export function checkHoldItems(items: Array<{ tierId: string; quantity: number }
   }
 }
 
+/*
+ * The statements of `createHold`, which runs as one synchronous transaction (see `SyncTx`):
+ * point reads by primary or unique key, and the inserts.
+ */
+export const HOLD_SQL = {
+  eventById: 'SELECT * FROM event WHERE id = ? AND appDid = ? AND environment = ?',
+  eventByUri: 'SELECT * FROM event WHERE appDid = ? AND environment = ? AND uri = ?',
+  tier: 'SELECT * FROM tier WHERE id = ? AND appDid = ? AND environment = ?',
+  groupStatus: 'SELECT status FROM capacityGroup WHERE id = ?',
+  insertHold: `INSERT INTO hold (id, appDid, environment, eventId, token, buyerDid, customerEmail, status, expiresAt, amountCents,
+      currency, returnUrl, cancelUrl, metadata, createdAt, releasedAt, releaseReason, completedAt, paymentId)
+    VALUES (@id, @appDid, @environment, @eventId, @token, @buyerDid, @customerEmail, @status, @expiresAt, @amountCents,
+      @currency, @returnUrl, @cancelUrl, @metadata, @createdAt, @releasedAt, @releaseReason, @completedAt, @paymentId)`,
+  insertItem: `INSERT INTO holdItem (holdId, tierId, capacityGroupId, title, quantity, unitAmount, currency, expiresAt, counted)
+    VALUES (@holdId, @tierId, @capacityGroupId, @title, @quantity, @unitAmount, @currency, @expiresAt, @counted)`,
+} as const
+
 /**
  * The check-and-take. Runs inside one BEGIN IMMEDIATE transaction: every tier of the hold is
  * checked against its own total and its group's, after expired holds are uncounted, and the
- * capacity of all items is taken together or not at all.
+ * capacity of all items is taken together or not at all. Synchronous, so the write lock
+ * that all workers share is held only while SQLite works.
  */
-export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
+export function createHold(tx: SyncTx, req: HoldRequest, nowMs: number) {
   const { scope } = req
   checkHoldItems(req.items)
-  const named = req.eventId ? await getEvent(tx, scope, req.eventId) : req.eventUri ? await getEventByUri(tx, scope, req.eventUri) : undefined
+  const named = req.eventId
+    ? tx.get<EventTable>(HOLD_SQL.eventById, req.eventId, scope.appDid, scope.environment)
+    : req.eventUri
+      ? tx.get<EventTable>(HOLD_SQL.eventByUri, scope.appDid, scope.environment, req.eventUri)
+      : undefined
   if ((req.eventId || req.eventUri) && !named) {
     fail('EventNotFound', `no ticketed event ${req.eventId ?? req.eventUri} for this app in ${scope.environment}`)
   }
   const tierIds = req.items.map((item) => item.tierId)
-  const tierRows = await tx
-    .selectFrom('tier')
-    .selectAll()
-    .where('id', 'in', tierIds)
-    .where('appDid', '=', scope.appDid)
-    .where('environment', '=', scope.environment)
-    .execute()
-  const tiersById = new Map(tierRows.map((tier) => [tier.id, tier]))
+  const tiersById = new Map<string, TierTable>()
+  for (const tierId of tierIds) {
+    const tier = tx.get<TierTable>(HOLD_SQL.tier, tierId, scope.appDid, scope.environment)
+    if (tier) tiersById.set(tierId, tier)
+  }
+  const tierRows = [...tiersById.values()]
   const missing = tierIds.filter((id) => !tiersById.has(id))
   if (missing.length > 0) fail('TicketTierNotFound', `ticket tier(s) not found for this app in ${scope.environment}: ${missing.join(', ')}`)
 
   const eventIds = new Set(tierRows.map((tier) => tier.eventId))
   if (eventIds.size > 1) fail('MixedEvents', 'a ticket hold can only contain tiers of one event: make one hold per event')
-  const event = named?.id === tierRows[0]!.eventId ? named : (await getEvent(tx, scope, tierRows[0]!.eventId))!
+  const event =
+    named?.id === tierRows[0]!.eventId ? named : tx.get<EventTable>(HOLD_SQL.eventById, tierRows[0]!.eventId, scope.appDid, scope.environment)!
   if ((req.eventId && req.eventId !== event.id) || (req.eventUri && req.eventUri !== event.uri)) {
     fail('MixedEvents', `the tiers belong to event ${event.id}, not to the event named in the request`)
   }
   const currencies = new Set(tierRows.map((tier) => tier.currency))
   if (currencies.size > 1) fail('MixedCurrency', `a ticket hold can only use one currency, these tiers use ${[...currencies].join(', ')}`)
 
-  const groupIds = [...new Set(tierRows.map((t) => t.capacityGroupId).filter((id): id is string => !!id))]
-  const groupStatus = new Map(
-    groupIds.length
-      ? (await tx.selectFrom('capacityGroup').select(['id', 'status']).where('id', 'in', groupIds).execute()).map((g) => [g.id, g.status])
-      : [],
-  )
+  const groupStatus = new Map<string, string>()
+  for (const tier of tierRows) {
+    const groupId = tier.capacityGroupId
+    if (!groupId || groupStatus.has(groupId)) continue
+    const group = tx.get<{ status: string }>(HOLD_SQL.groupStatus, groupId)
+    if (group) groupStatus.set(groupId, group.status)
+  }
   for (const item of req.items) {
     const tier = tiersById.get(item.tierId)!
     if (tier.unitAmount === 0) fail('FreeTicketRequiresClaim', `tier ${tier.id} is free: use ${ids.TicketsAtmosphereClaimFreeTicket}`)
@@ -90,8 +112,8 @@ export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
       fail('QuantityTooHigh', `tier ${tier.id} allows at most ${tier.maxPerOrder} per order, asked for ${item.quantity}`)
     }
   }
-  await requireOrganizer(tx, event.organizerDid, scope.environment, true)
-  await takeCapacity(
+  requireOrganizer(tx, event.organizerDid, scope.environment, true)
+  takeCapacity(
     tx,
     req.items.map((item) => ({ tier: tiersById.get(item.tierId)!, quantity: item.quantity })),
     'held',
@@ -135,8 +157,8 @@ export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
     completedAt: null,
     paymentId: null,
   }
-  await tx.insertInto('hold').values(hold).execute()
-  await tx.insertInto('holdItem').values(items).execute()
+  tx.run(HOLD_SQL.insertHold, hold)
+  for (const item of items) tx.run(HOLD_SQL.insertItem, item)
 
   const output = {
     holdId,
@@ -148,7 +170,7 @@ export async function createHold(tx: DbConn, req: HoldRequest, nowMs: number) {
     currency: hold.currency,
     items: items.map(holdItemView),
   }
-  await enqueueAppEvent(
+  enqueueAppEventSync(
     tx,
     req.app,
     scope.environment,
@@ -206,7 +228,7 @@ export async function releaseHold(tx: DbConn, scope: Scope, holdId: string, reas
   }
   let current: HoldTable = hold
   if (hold.status === 'active') {
-    await uncountItems(tx, items.filter((item) => item.counted === 1))
+    uncountItems(syncTxOf(tx), items.filter((item) => item.counted === 1))
     // An expired hold stays "expired": its capacity was already free, nothing is released.
     if (hold.expiresAt > nowMs) {
       const changes = { status: 'released', releasedAt: nowMs, releaseReason: reason ?? null }

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { ExpressionBuilder } from 'kysely'
-import type { Database, DatabaseSchema, DbConn } from '../db/index.js'
+import { syncTxOf, type Database, type DatabaseSchema, type DbConn, type SyncTx } from '../db/index.js'
 import { DomainError, fail } from './errors.js'
 
 /** Keys are remembered for 24 h (CONTRACT §5.4). */
@@ -145,20 +145,29 @@ export async function purgeExpiredKeys(db: DbConn, nowMs = Date.now()): Promise<
 }
 
 /**
+ * What a request does in its write transaction: `work` as kysely queries, or `workSync` as
+ * synchronous statements (the hot paths; see `SyncTx`).
+ */
+export type IdempotentWork<T> =
+  | { before?: () => Promise<void>; work: (tx: DbConn) => Promise<T>; workSync?: never }
+  | { before?: () => Promise<void>; workSync: (tx: SyncTx) => T; work?: never }
+
+/**
  * Runs a request under an optional idempotency key: the key is taken first (so a concurrent
  * twin answers IdempotencyKeyInUse instead of taking capacity again), then `before` runs
- * outside any transaction (slow checks such as assertion signatures), then `work` runs in
+ * outside any transaction (slow checks such as assertion signatures), then the work runs in
  * one write transaction together with storing its answer. A named failure is stored too.
  */
 export async function runIdempotent<T extends Record<string, unknown>>(
   database: Database,
   scope: IdempotencyScope | null,
   requestHash: string,
-  steps: { before?: () => Promise<void>; work: (tx: DbConn) => Promise<T> },
+  steps: IdempotentWork<T>,
 ): Promise<T & { reused?: boolean }> {
+  const work = (tx: DbConn): Promise<T> => (steps.workSync ? Promise.resolve(steps.workSync(syncTxOf(tx))) : steps.work(tx))
   if (!scope) {
     await steps.before?.()
-    return database.transaction(steps.work)
+    return steps.workSync ? database.writeSync(steps.workSync) : database.transaction(steps.work)
   }
   const claim = await database.transaction((tx) => claimKey(tx, scope, requestHash, Date.now()))
   if (claim.kind === 'stored') return replayStored(claim.response) as T & { reused: true }
@@ -171,7 +180,7 @@ export async function runIdempotent<T extends Record<string, unknown>>(
         if (stored) return replayStored(stored) as T & { reused: true }
         keyInUse(scope)
       }
-      const body = await steps.work(tx)
+      const body = await work(tx)
       await storeResponse(tx, scope, owner, { ok: true, body })
       return body
     })

@@ -1,8 +1,14 @@
 import type { Environment } from '../config.js'
-import type { DbConn } from '../db/index.js'
+import type { DbConn, SyncTx } from '../db/index.js'
 import type { OrganizerTable } from '../db/schema.js'
 import { newId } from '../util/ids.js'
 import { fail } from './errors.js'
+
+/** Statements of `requireOrganizer`, which runs inside holds' and claims' write transactions. */
+export const ORGANIZER_SQL = {
+  organizer: 'SELECT * FROM organizer WHERE did = ?',
+  paymentSetup: 'SELECT 1 FROM paymentSetup WHERE organizerDid = ? AND environment = ?',
+} as const
 
 export async function getOrganizer(db: DbConn, did: string): Promise<OrganizerTable | undefined> {
   return db.selectFrom('organizer').selectAll().where('did', '=', did).executeTakeFirst()
@@ -68,17 +74,12 @@ export async function completePaymentSetup(
 }
 
 /** The organizer must have signed in; anything in live, or anything sold for money, needs payment setup. */
-export async function requireOrganizer(
-  db: DbConn,
-  did: string,
-  environment: Environment,
-  needsPayments: boolean,
-): Promise<OrganizerTable> {
-  const organizer = await getOrganizer(db, did)
+export function requireOrganizer(tx: SyncTx, did: string, environment: Environment, needsPayments: boolean): OrganizerTable {
+  const organizer = tx.get<OrganizerTable>(ORGANIZER_SQL.organizer, did)
   if (!organizer) {
     fail('OrganizerNotRegistered', `organizer ${did} has not signed in to ATM: they must call registerOrganizer first`)
   }
-  if ((needsPayments || environment === 'live') && !(await hasPaymentSetup(db, did, environment))) {
+  if ((needsPayments || environment === 'live') && !tx.get(ORGANIZER_SQL.paymentSetup, did, environment)) {
     fail(
       'PaymentSetupIncomplete',
       `organizer ${did} has not finished payment setup for ${environment}: they must call completePaymentSetup`,

@@ -1,5 +1,6 @@
-import { afterCommit, type DbConn } from '../db/index.js'
-import type { AppTable } from '../db/schema.js'
+import type { Insertable } from 'kysely'
+import { afterCommit, type DbConn, type SyncTx } from '../db/index.js'
+import type { AppTable, OutboxTable } from '../db/schema.js'
 import { newId } from '../util/ids.js'
 
 export const EVENT_API_VERSION = '2026-07'
@@ -20,6 +21,38 @@ export function appWantsEvents(app: Pick<AppTable, 'webhookUrl' | 'eventDelivery
   return app.eventDelivery === 'xrpc' || !!app.webhookUrl
 }
 
+/** The outbox row of an event owed to an app, or null when the app takes no events. */
+function outboxRow(
+  app: Pick<AppTable, 'did' | 'webhookUrl' | 'eventDelivery'>,
+  environment: string,
+  type: string,
+  data: Record<string, unknown>,
+  nowMs: number,
+): Insertable<OutboxTable> | null {
+  if (!appWantsEvents(app)) return null
+  const id = newId('dlv')
+  const envelope = {
+    id,
+    type,
+    createdAt: new Date(nowMs).toISOString(),
+    apiVersion: EVENT_API_VERSION,
+    environment,
+    data,
+  }
+  return {
+    id,
+    appDid: app.did,
+    environment,
+    type,
+    payload: JSON.stringify(envelope),
+    createdAt: nowMs,
+    attempts: 0,
+    nextAttemptAt: nowMs,
+    deliveredAt: null,
+    lastError: null,
+  }
+}
+
 /**
  * Records an event owed to an app, inside the caller's transaction, so the event exists
  * exactly when the change it reports does. Delivery reads the outbox later.
@@ -32,30 +65,28 @@ export async function enqueueAppEvent(
   data: Record<string, unknown>,
   nowMs = Date.now(),
 ): Promise<void> {
-  if (!appWantsEvents(app)) return
-  const id = newId('dlv')
-  const envelope = {
-    id,
-    type,
-    createdAt: new Date(nowMs).toISOString(),
-    apiVersion: EVENT_API_VERSION,
-    environment,
-    data,
-  }
-  await tx
-    .insertInto('outbox')
-    .values({
-      id,
-      appDid: app.did,
-      environment,
-      type,
-      payload: JSON.stringify(envelope),
-      createdAt: nowMs,
-      attempts: 0,
-      nextAttemptAt: nowMs,
-      deliveredAt: null,
-      lastError: null,
-    })
-    .execute()
+  const row = outboxRow(app, environment, type, data, nowMs)
+  if (!row) return
+  await tx.insertInto('outbox').values(row).execute()
   afterCommit(tx, notifyOutboxWrite)
+}
+
+export const OUTBOX_SQL = {
+  insert: `INSERT INTO outbox (id, appDid, environment, type, payload, createdAt, attempts, nextAttemptAt, deliveredAt, lastError)
+    VALUES (@id, @appDid, @environment, @type, @payload, @createdAt, @attempts, @nextAttemptAt, @deliveredAt, @lastError)`,
+} as const
+
+/** `enqueueAppEvent` for a synchronous transaction. */
+export function enqueueAppEventSync(
+  tx: SyncTx,
+  app: Pick<AppTable, 'did' | 'webhookUrl' | 'eventDelivery'>,
+  environment: string,
+  type: string,
+  data: Record<string, unknown>,
+  nowMs: number,
+): void {
+  const row = outboxRow(app, environment, type, data, nowMs)
+  if (!row) return
+  tx.run(OUTBOX_SQL.insert, row)
+  tx.afterCommit(notifyOutboxWrite)
 }

@@ -1,5 +1,5 @@
 import { sql } from 'kysely'
-import type { DbConn } from '../db/index.js'
+import { syncTxOf, type DbConn } from '../db/index.js'
 import type { CapacityGroupTable, EventTable, TierTable } from '../db/schema.js'
 import { newId } from '../util/ids.js'
 import { msFromIso } from '../util/time.js'
@@ -103,7 +103,7 @@ export async function updateCapacityGroup(
   if (input.status !== undefined) changes.status = input.status
   if (input.metadata !== undefined) changes.metadata = JSON.stringify(input.metadata)
   if (input.totalCapacity !== undefined) {
-    await reapExpired(tx, [], [group.id], nowMs)
+    reapExpired(syncTxOf(tx), [], [group.id], nowMs)
     checkNotBelowCommitted('totalCapacity', input.totalCapacity, (await getGroup(tx, scope, group.id))!)
     changes.totalCapacity = input.totalCapacity
   }
@@ -237,10 +237,10 @@ export async function updateTier(
   )
   const event = (await getEvent(tx, scope, tier.eventId))!
   if (tier.unitAmount === 0 && (changes.unitAmount ?? 0) > 0) {
-    await requireOrganizer(tx, event.organizerDid, scope.environment, true)
+    requireOrganizer(syncTxOf(tx), event.organizerDid, scope.environment, true)
   }
   if (input.quantityTotal !== undefined) {
-    await reapExpired(tx, [tier.id], [], nowMs)
+    reapExpired(syncTxOf(tx), [tier.id], [], nowMs)
     checkNotBelowCommitted('quantityTotal', input.quantityTotal, (await getTier(tx, scope, tier.id))!)
     changes.quantityTotal = input.quantityTotal
   }
@@ -265,7 +265,7 @@ async function moveTierToGroup(tx: DbConn, scope: Scope, tier: TierTable, groupI
     await checkGroupCurrency(tx, groupId, tier.currency, tier.id)
   }
   const groupIds = [tier.capacityGroupId, groupId].filter((id): id is string => id !== null)
-  await reapExpired(tx, [tier.id], groupIds, nowMs)
+  reapExpired(syncTxOf(tx), [tier.id], groupIds, nowMs)
   const current = (await getTier(tx, scope, tier.id))!
   if (groupId !== null) {
     const fresh = (await getGroup(tx, scope, groupId))!
