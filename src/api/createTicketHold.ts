@@ -3,9 +3,8 @@ import type { Server } from '../lexicon/index.js'
 import { ids } from '../lexicon/lexicons.js'
 import { fail } from '../tickets/errors.js'
 import { checkHoldItems, createHold } from '../tickets/holds.js'
-import { runIdempotent } from '../tickets/idempotency.js'
 import { verifyBuyer } from './consent.js'
-import { answerReplayedRetry, appAuth, idempotencyOf, json, scopeOf } from './util.js'
+import { appAuth, idempotentProcedure, json } from './util.js'
 
 export default function (server: Server, ctx: AppContext) {
   const nsid = ids.TicketsAtmosphereCreateTicketHold
@@ -13,12 +12,7 @@ export default function (server: Server, ctx: AppContext) {
     auth: appAuth(ctx, nsid),
     handler: async ({ auth, input }) => {
       const body = input.body
-      const scope = scopeOf(auth.credentials, body.environment)
-      const { scope: idempotency, requestHash } = idempotencyOf(scope, nsid, body)
-      const retried = await answerReplayedRetry(ctx, auth.credentials, idempotency, requestHash)
-      if (retried) return json(retried as never)
-
-      const result = await runIdempotent(ctx.db, idempotency, requestHash, {
+      const result = await idempotentProcedure(ctx, auth.credentials, nsid, body, (scope) => ({
         // Named refusals of the input are stored under the key like any other answer.
         before: async () => {
           if (body.buyerDid && !body.buyerAssertionJwt) {
@@ -49,7 +43,7 @@ export default function (server: Server, ctx: AppContext) {
             },
             Date.now(),
           ),
-      })
+      }))
       return json(result)
     },
   })

@@ -1,12 +1,11 @@
 import { AuthRequiredError, ForbiddenError, type MethodAuthContext } from '@atproto/xrpc-server'
 import { checkAdminBasicAuth } from '../auth/verifier.js'
 import type { AppContext } from '../context.js'
-import type { DbConn } from '../db/index.js'
 import type { AppTable } from '../db/schema.js'
 import { findApp } from '../tickets/apps.js'
 import { parseEnvironment } from '../tickets/environment.js'
 import type { Scope } from '../tickets/events.js'
-import { findStored, hashRequest, replayStored, runIdempotent, type IdempotencyScope } from '../tickets/idempotency.js'
+import { findStored, hashRequest, replayStored, runIdempotent, type IdempotencyScope, type IdempotentWork } from '../tickets/idempotency.js'
 
 export interface AppCredentials {
   /** The calling app's DID (the token's `iss`). */
@@ -97,14 +96,14 @@ export async function answerReplayedRetry(
 /**
  * The course of every procedure that takes `idempotencyKey`: a token used before gets only the
  * stored answer of an exact retry; otherwise `before` (checks whose named refusals are stored
- * under the key too) and `work` (in one transaction) run under the key.
+ * under the key too) and `work` or `workSync` (in one transaction) run under the key.
  */
 export async function idempotentProcedure<T extends Record<string, unknown>>(
   ctx: AppContext,
   credentials: AppCredentials,
   nsid: string,
   body: { environment?: string; idempotencyKey?: string | null },
-  steps: (scope: Scope) => { before?: () => Promise<void>; work: (tx: DbConn) => Promise<T> },
+  steps: (scope: Scope) => IdempotentWork<T>,
 ): Promise<T & { reused?: boolean }> {
   const scope = scopeOf(credentials, body.environment)
   const { scope: idempotency, requestHash } = idempotencyOf(scope, nsid, body)
