@@ -121,12 +121,32 @@ export function takeCapacity(
     const left = fresh.total - fresh.sold - fresh.held
     if (asked > left) fail('InsufficientTicketCapacity', `capacity group ${groupId} has ${Math.max(0, left)} left, asked for ${asked}`)
   }
-  for (const { tier, quantity } of items) {
-    tx.run(counter === 'held' ? CAPACITY_SQL.tierHeldAdd : CAPACITY_SQL.tierSoldAdd, quantity, tier.id)
+  addToCounters(
+    tx,
+    counter,
+    items.map(({ tier, quantity }) => ({ tierId: tier.id, capacityGroupId: tier.capacityGroupId, quantity })),
+  )
+}
+
+/**
+ * Adds each item's quantity (negative to take away) to the `held` or `sold` counter of its
+ * tier and of its tier's group: one update per tier and per group, however many items.
+ */
+export function addToCounters(
+  tx: SyncTx,
+  counter: 'held' | 'sold',
+  items: Iterable<{ tierId: string; capacityGroupId: string | null; quantity: number }>,
+): void {
+  const byTier = new Map<string, number>()
+  const byGroup = new Map<string, number>()
+  for (const item of items) {
+    byTier.set(item.tierId, (byTier.get(item.tierId) ?? 0) + item.quantity)
+    if (item.capacityGroupId) byGroup.set(item.capacityGroupId, (byGroup.get(item.capacityGroupId) ?? 0) + item.quantity)
   }
-  for (const [groupId, asked] of askedPerGroup) {
-    tx.run(counter === 'held' ? CAPACITY_SQL.groupHeldAdd : CAPACITY_SQL.groupSoldAdd, asked, groupId)
-  }
+  const [tierSql, groupSql] =
+    counter === 'held' ? [CAPACITY_SQL.tierHeldAdd, CAPACITY_SQL.groupHeldAdd] : [CAPACITY_SQL.tierSoldAdd, CAPACITY_SQL.groupSoldAdd]
+  for (const [tierId, units] of byTier) if (units !== 0) tx.run(tierSql, units, tierId)
+  for (const [groupId, units] of byGroup) if (units !== 0) tx.run(groupSql, units, groupId)
 }
 
 /**
@@ -134,15 +154,12 @@ export function takeCapacity(
  * uncounted, by a transaction that committed since the caller read it, is left alone.
  */
 export function uncountItems(tx: SyncTx, items: CountedItem[]): void {
-  const byTier = new Map<string, number>()
-  const byGroup = new Map<string, number>()
-  for (const item of items) {
-    if (tx.run(CAPACITY_SQL.uncountItem, item.holdId, item.tierId) === 0) continue
-    byTier.set(item.tierId, (byTier.get(item.tierId) ?? 0) + item.quantity)
-    if (item.capacityGroupId) byGroup.set(item.capacityGroupId, (byGroup.get(item.capacityGroupId) ?? 0) + item.quantity)
-  }
-  for (const [tierId, units] of byTier) tx.run(CAPACITY_SQL.tierHeldAdd, -units, tierId)
-  for (const [groupId, units] of byGroup) tx.run(CAPACITY_SQL.groupHeldAdd, -units, groupId)
+  const uncounted = items.filter((item) => tx.run(CAPACITY_SQL.uncountItem, item.holdId, item.tierId) > 0)
+  addToCounters(
+    tx,
+    'held',
+    uncounted.map((item) => ({ ...item, quantity: -item.quantity })),
+  )
 }
 
 export interface TierWithUsage {

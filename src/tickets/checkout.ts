@@ -1,9 +1,8 @@
 import { timingSafeEqual } from 'node:crypto'
-import { sql } from 'kysely'
 import { syncTxOf, type DbConn } from '../db/index.js'
 import type { EventTable, HoldItemTable, HoldTable, PaymentTable, TicketTable } from '../db/schema.js'
 import { newId, newSecret } from '../util/ids.js'
-import { uncountItems } from './capacity.js'
+import { addToCounters, uncountItems } from './capacity.js'
 import { fail } from './errors.js'
 import { enqueueAppEvent } from './outbox.js'
 import { holdItemView, holdStatus, ticketView } from './views.js'
@@ -110,15 +109,9 @@ export async function completeHold(tx: DbConn, req: CompletionRequest, nowMs: nu
 
   // The hold's units are still counted (an unexpired hold is never reaped), so moving them
   // from held to sold keeps every total's sold + held unchanged.
-  uncountItems(syncTxOf(tx), items)
-  const soldPerGroup = new Map<string, number>()
-  for (const item of items) {
-    await tx.updateTable('tier').set({ sold: sql`sold + ${item.quantity}` }).where('id', '=', item.tierId).execute()
-    if (item.capacityGroupId) soldPerGroup.set(item.capacityGroupId, (soldPerGroup.get(item.capacityGroupId) ?? 0) + item.quantity)
-  }
-  for (const [groupId, units] of soldPerGroup) {
-    await tx.updateTable('capacityGroup').set({ sold: sql`sold + ${units}` }).where('id', '=', groupId).execute()
-  }
+  const counters = syncTxOf(tx)
+  uncountItems(counters, items)
+  addToCounters(counters, 'sold', items)
 
   const payment: PaymentTable = {
     id: newId('pay'),

@@ -124,7 +124,7 @@ export async function refundTickets(tx: DbConn, req: RefundTicketsRequest, nowMs
     refunded.push(...refund.tickets)
   }
   // Voided tickets gave their capacity back when they were voided.
-  await returnSoldCapacity(tx, tickets.filter((t) => t.status !== 'voided'))
+  returnSoldCapacity(tx, tickets.filter((t) => t.status !== 'voided'))
 
   const order = new Map(tickets.map((t, index) => [t.id, index]))
   refunded.sort((a, b) => order.get(a.id)! - order.get(b.id)!)

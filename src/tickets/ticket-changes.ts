@@ -1,8 +1,7 @@
-import { sql } from 'kysely'
-import type { DbConn } from '../db/index.js'
+import { syncTxOf, type DbConn } from '../db/index.js'
 import type { EventTable, TicketTable } from '../db/schema.js'
 import { msFromIso } from '../util/time.js'
-import { loadUsage } from './capacity.js'
+import { addToCounters, loadUsage } from './capacity.js'
 import { fail } from './errors.js'
 import type { Scope } from './events.js'
 import { ticketView } from './views.js'
@@ -59,19 +58,12 @@ export function refuseCheckedIn(ticket: TicketTable, action: string): void {
 }
 
 /** Lowers `sold` of the tickets' tiers and groups: these tickets no longer take capacity. */
-export async function returnSoldCapacity(tx: DbConn, tickets: TicketTable[]): Promise<void> {
-  const byTier = new Map<string, number>()
-  const byGroup = new Map<string, number>()
-  for (const ticket of tickets) {
-    byTier.set(ticket.tierId, (byTier.get(ticket.tierId) ?? 0) + 1)
-    if (ticket.capacityGroupId) byGroup.set(ticket.capacityGroupId, (byGroup.get(ticket.capacityGroupId) ?? 0) + 1)
-  }
-  for (const [tierId, units] of byTier) {
-    await tx.updateTable('tier').set({ sold: sql`sold - ${units}` }).where('id', '=', tierId).execute()
-  }
-  for (const [groupId, units] of byGroup) {
-    await tx.updateTable('capacityGroup').set({ sold: sql`sold - ${units}` }).where('id', '=', groupId).execute()
-  }
+export function returnSoldCapacity(tx: DbConn, tickets: TicketTable[]): void {
+  addToCounters(
+    syncTxOf(tx),
+    'sold',
+    tickets.map((ticket) => ({ tierId: ticket.tierId, capacityGroupId: ticket.capacityGroupId, quantity: -1 })),
+  )
 }
 
 /** Remaining capacity of the tickets' tiers, as availability counts it. */
