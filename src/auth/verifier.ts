@@ -1,8 +1,8 @@
-import { timingSafeEqual, createHash } from 'node:crypto'
 import { ensureAtprotoKey, type DidDocument, type IdResolver } from '@atproto/identity'
 import { AuthRequiredError, verifyJwt, XRPCError, type VerifySignatureWithKeyFn } from '@atproto/xrpc-server'
 import type { Request } from 'express'
 import { DomainError } from '../tickets/errors.js'
+import { secretMatches } from '../util/ids.js'
 import type { ReplayStore } from './replay-store.js'
 import { createFastSignatureCheck, type SignatureCheck } from './signature.js'
 
@@ -213,8 +213,7 @@ export function checkAdminBasicAuth(req: Request, password: string): void {
   const match = /^Basic\s+(\S+)$/i.exec(header)
   if (!match) throw new AuthRequiredError('admin methods need Authorization: Basic with user "admin"', 'AuthMissing')
   const decoded = Buffer.from(match[1]!, 'base64').toString('utf8')
-  const digest = (value: string) => createHash('sha256').update(value).digest()
-  if (!timingSafeEqual(digest(decoded), digest(`admin:${password}`))) {
+  if (!secretMatches(decoded, `admin:${password}`)) {
     throw new AuthRequiredError('wrong admin user or password', 'BadAdminPassword')
   }
 }

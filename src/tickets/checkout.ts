@@ -1,7 +1,6 @@
-import { timingSafeEqual } from 'node:crypto'
 import { syncTxOf, type DbConn } from '../db/index.js'
 import type { EventTable, HoldItemTable, HoldTable, PaymentTable, TicketTable } from '../db/schema.js'
-import { newId, newSecret } from '../util/ids.js'
+import { newId, newSecret, secretMatches } from '../util/ids.js'
 import { addToCounters, uncountItems } from './capacity.js'
 import { fail } from './errors.js'
 import { enqueueAppEvent } from './outbox.js'
@@ -19,12 +18,6 @@ export interface CheckoutState {
   items: HoldItemTable[]
   event: EventTable
   payment: PaymentTable | undefined
-}
-
-export function secretMatches(given: string, expected: string): boolean {
-  const a = Buffer.from(given, 'utf8')
-  const b = Buffer.from(expected, 'utf8')
-  return a.length === b.length && timingSafeEqual(a, b)
 }
 
 /** The hold behind a checkout link, or undefined when the link is not valid. */
