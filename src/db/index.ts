@@ -118,6 +118,18 @@ export class SyncTx {
   }
 }
 
+interface PendingWrite {
+  fn: (tx: SyncTx) => unknown
+  resolve: (value: unknown) => void
+  reject: (reason: unknown) => void
+}
+
+/**
+ * Writes sharing one transaction at most: bounds how long one commit holds the write lock that
+ * the other workers wait for.
+ */
+const WRITE_BATCH_MAX = 128
+
 function isBusy(err: unknown): boolean {
   const code = (err as { code?: string } | null)?.code
   return code === 'SQLITE_BUSY' || code === 'SQLITE_BUSY_SNAPSHOT' || code === 'SQLITE_LOCKED'
@@ -135,6 +147,12 @@ export class Database {
   private readonly begin: SqliteDatabase.Statement
   private readonly commit: SqliteDatabase.Statement
   private readonly rollback: SqliteDatabase.Statement
+  private readonly savepoint: SqliteDatabase.Statement
+  private readonly releaseSavepoint: SqliteDatabase.Statement
+  private readonly rollbackToSavepoint: SqliteDatabase.Statement
+  private readonly pendingWrites: PendingWrite[] = []
+  /** A flush of `pendingWrites` is scheduled or under way. */
+  private flushing = false
   /**
    * `autoCheckpoint: false` leaves moving the WAL into the database file to another process
    * (the cluster's primary, see cli.ts): a checkpoint ends with an fsync, and the connection
@@ -154,6 +172,9 @@ export class Database {
     this.begin = this.sqlite.prepare('BEGIN IMMEDIATE')
     this.commit = this.sqlite.prepare('COMMIT')
     this.rollback = this.sqlite.prepare('ROLLBACK')
+    this.savepoint = this.sqlite.prepare('SAVEPOINT write')
+    this.releaseSavepoint = this.sqlite.prepare('RELEASE write')
+    this.rollbackToSavepoint = this.sqlite.prepare('ROLLBACK TO write')
     this.db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(this.sqlite, this.statements) }) })
   }
 
@@ -227,31 +248,92 @@ export class Database {
   }
 
   /**
-   * Runs `fn` synchronously in one BEGIN IMMEDIATE transaction, committed when it returns and
-   * rolled back when it throws. Waiting for another process's lock stays asynchronous
-   * (`retryBusy`), and each attempt runs while no kysely transaction of this process is open
-   * (`withConnection`), so other requests go on between attempts. `fn` may run more than
-   * once (after SQLITE_BUSY) and must not await anything.
+   * Runs `fn` synchronously in a BEGIN IMMEDIATE transaction, all or nothing: its writes are
+   * committed when it returns, and none of them when it throws. Answers once they are committed.
+   *
+   * Group commit: the writes asked for while this process waits (for the next turn of the event
+   * loop, or for another process's lock) share one transaction, each in a savepoint of its own,
+   * so one failing write leaves the others alone. A commit, and the round for the write lock
+   * between workers, then serves a dozen requests instead of one. `fn` must not await anything
+   * and runs exactly once.
    */
-  async writeSync<T>(fn: (tx: SyncTx) => T): Promise<T> {
-    return this.retryBusy(() =>
-      this.withConnection(() => {
-        this.beginImmediate()
-        const tx = new SyncTx(this.statements)
-        let committed = false
+  writeSync<T>(fn: (tx: SyncTx) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pendingWrites.push({ fn, resolve: resolve as (value: unknown) => void, reject })
+      if (!this.flushing) {
+        this.flushing = true
+        setImmediate(() => void this.flushWrites())
+      }
+    })
+  }
+
+  /** Commits the pending writes in batches until none is left. */
+  private async flushWrites(): Promise<void> {
+    try {
+      while (this.pendingWrites.length > 0) {
         try {
-          const result = fn(tx)
-          this.commit.run()
-          committed = true
-          return result
+          await this.retryBusy(() => this.withConnection(() => this.commitBatch()))
         } catch (err) {
-          if (this.sqlite.inTransaction) this.rollback.run()
-          throw err
-        } finally {
-          tx.close(committed)
+          // The lock stayed taken past the deadline (or BEGIN failed otherwise): every write
+          // waiting now fails with it, none half done.
+          for (const write of this.pendingWrites.splice(0)) write.reject(err)
         }
-      }),
-    )
+      }
+    } finally {
+      this.flushing = false
+    }
+  }
+
+  /**
+   * One transaction for up to WRITE_BATCH_MAX pending writes. Throws only when BEGIN fails
+   * (SQLITE_BUSY: `retryBusy` tries again, by then with the writes that arrived meanwhile).
+   */
+  private commitBatch(): void {
+    this.beginImmediate()
+    const batch = this.pendingWrites.splice(0, WRITE_BATCH_MAX)
+    // A write alone needs no savepoint: its failure rolls the whole transaction back.
+    const isolate = batch.length > 1
+    const outcomes: Array<{ write: PendingWrite; tx: SyncTx; ok: boolean; value: unknown }> = []
+    let fatal: unknown
+    for (const write of batch) {
+      const tx = new SyncTx(this.statements)
+      if (isolate) this.savepoint.run()
+      try {
+        const value = write.fn(tx)
+        if (isolate) this.releaseSavepoint.run()
+        outcomes.push({ write, tx, ok: true, value })
+      } catch (err) {
+        outcomes.push({ write, tx, ok: false, value: err })
+        // SQLite ends the whole transaction on some errors (disk full, I/O): then nothing of
+        // this batch is written, and every write of it must hear so.
+        if (!this.sqlite.inTransaction) {
+          fatal = err
+          break
+        }
+        if (isolate) {
+          this.rollbackToSavepoint.run()
+          this.releaseSavepoint.run()
+        }
+      }
+    }
+    if (fatal === undefined) {
+      try {
+        if (outcomes.some((outcome) => outcome.ok)) this.commit.run()
+        else this.rollback.run()
+      } catch (err) {
+        fatal = err
+        if (this.sqlite.inTransaction) this.rollback.run()
+      }
+    } else if (this.sqlite.inTransaction) {
+      this.rollback.run()
+    }
+    for (const { write, tx, ok, value } of outcomes) {
+      const committed = ok && fatal === undefined
+      tx.close(committed)
+      if (committed) write.resolve(value)
+      else write.reject(ok ? fatal : value)
+    }
+    for (const write of batch.slice(outcomes.length)) write.reject(fatal)
   }
 
   /**
