@@ -1,5 +1,5 @@
 import { once } from 'node:events'
-import type http from 'node:http'
+import http from 'node:http'
 import {
   ForbiddenError,
   InternalServerError,
@@ -16,12 +16,13 @@ import type { ServerConfig } from './config.js'
 import { OutboxDeliverer } from './delivery/deliverer.js'
 import { EventTransports } from './delivery/transports.js'
 import { createServer } from './lexicon/index.js'
-import { schemas } from './lexicon/lexicons.js'
+import { lexicons, schemas } from './lexicon/lexicons.js'
 import type { Logger } from './logger.js'
 import { DomainError } from './tickets/errors.js'
 import { sweepExpiredHolds } from './tickets/expiry.js'
 import { purgeExpiredKeys } from './tickets/idempotency.js'
 import { didDocument, didWebHost } from './well-known.js'
+import { DirectLane } from './xrpc/direct-lane.js'
 
 export type { ServerConfig }
 
@@ -54,36 +55,28 @@ export class AtmService {
   private constructor(
     readonly ctx: AppContext,
     readonly app: express.Express,
+    private readonly lane: DirectLane,
   ) {}
 
   static async create(cfg: ServerConfig, logger: Logger, adminPassword: string): Promise<AtmService> {
     const ctx = await createContext(cfg, logger, adminPassword)
+    const errorParser = (err: unknown) => toXrpcError(err, logger)
+    const jsonLimit = 256 * 1024
     const xrpc = createServer({
       validateResponse: false,
-      payload: { jsonLimit: 256 * 1024, textLimit: 100 * 1024, blobLimit: 1024 * 1024 },
-      errorParser: (err) => toXrpcError(err, logger),
+      payload: { jsonLimit, textLimit: 100 * 1024, blobLimit: 1024 * 1024 },
+      errorParser,
       // Methods with a lexicon but no handler yet answer 501, as unknown methods do.
       catchall: (req, _res, next) => next(new MethodNotImplementedError(`${req.path.slice(6)} is not served by this server yet`)),
     })
+    const lane = new DirectLane(lexicons, { jsonLimit, errorParser })
+    lane.follow(xrpc.xrpc)
     registerMethods(xrpc, ctx)
 
     const app = express()
     app.disable('x-powered-by')
     app.set('trust proxy', false)
-    const service = new AtmService(ctx, app)
-    app.use((req, res, next) => {
-      const started = process.hrtime.bigint()
-      service.inFlight++
-      // While draining, tell keep-alive clients not to send another request on this socket.
-      if (service.draining) res.setHeader('connection', 'close')
-      res.once('close', () => {
-        service.inFlight--
-        const ms = Number(process.hrtime.bigint() - started) / 1e6
-        const level = res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'info' : 'debug'
-        logger[level]({ method: req.method, path: req.path, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'request')
-      })
-      next()
-    })
+    const service = new AtmService(ctx, app, lane)
     const emptyBodyPaths = jsonProcedurePaths()
     app.use((req, _res, next) => {
       const noBody = req.headers['content-length'] === undefined || req.headers['content-length'] === '0'
@@ -117,8 +110,28 @@ export class AtmService {
     return service
   }
 
+  /**
+   * Every request: counted (a graceful stop waits for it), logged, then served by the direct
+   * lane when it is a plain JSON procedure call, else by express (pages, queries, the rest).
+   */
+  private readonly handleRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const started = process.hrtime.bigint()
+    this.inFlight++
+    // While draining, tell keep-alive clients not to send another request on this socket.
+    if (this.draining) res.setHeader('connection', 'close')
+    res.once('close', () => {
+      this.inFlight--
+      const ms = Number(process.hrtime.bigint() - started) / 1e6
+      const level = res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'info' : 'debug'
+      if (!this.ctx.logger.isLevelEnabled(level)) return
+      const path = (req.url ?? '').split('?', 1)[0]
+      this.ctx.logger[level]({ method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'request')
+    })
+    if (!this.lane.take(req, res)) this.app(req, res)
+  }
+
   async start(): Promise<http.Server> {
-    const server = this.app.listen(this.ctx.cfg.port)
+    const server = http.createServer(this.handleRequest).listen(this.ctx.cfg.port)
     await once(server, 'listening')
     server.keepAliveTimeout = 65_000
     this.httpServer = server
@@ -210,6 +223,10 @@ export function toXrpcError(err: unknown, logger: Logger): XRPCError {
     return new XRPCError(STATUS_OF_KIND[err.kind] as ResponseType, err.message, err.errorName)
   }
   if (err instanceof XRPCError) {
+    // body-parser's refusal of malformed JSON, named as the direct lane names it.
+    if ((err.cause as { type?: string } | undefined)?.type === 'entity.parse.failed') {
+      return new InvalidRequestError(`request body is not valid JSON: ${(err.cause as Error).message}`)
+    }
     // 501 (a method not served) says nothing internal; other 5xx may carry internals.
     if (err.statusCode < 500 || err instanceof MethodNotImplementedError) return err
     logger.error({ err }, 'request failed')

@@ -72,6 +72,26 @@ function to32Bytes(value: bigint): Buffer {
   return Buffer.from(value.toString(16).padStart(64, '0'), 'hex')
 }
 
+/** A DER INTEGER's content: big-endian, no leading zero byte unless the high bit needs one. */
+function derInteger(value: bigint): Buffer {
+  let hex = value.toString(16)
+  if (hex.length % 2) hex = '0' + hex
+  const bytes = Buffer.from(hex, 'hex')
+  return bytes[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), bytes]) : bytes
+}
+
+/** SEQUENCE { INTEGER r, INTEGER s }: at most 72 bytes, so every length fits one byte. */
+function derSignature(r: bigint, s: bigint): Buffer {
+  const rBytes = derInteger(r)
+  const sBytes = derInteger(s)
+  return Buffer.concat([
+    Buffer.from([0x30, rBytes.length + sBytes.length + 4, 0x02, rBytes.length]),
+    rBytes,
+    Buffer.from([0x02, sBytes.length]),
+    sBytes,
+  ])
+}
+
 /** Thrown inside the DER reader only, for "this is not DER"; never leaves this module. */
 const NOT_DER = Symbol('not DER')
 
@@ -204,9 +224,9 @@ export function createFastSignatureCheck(opts: FastSignatureCheckOptions = {}): 
       const digest = createHash('sha256').update(msgBytes).digest()
       return native.ecdsaVerify(Buffer.concat([to32Bytes(rs.r), to32Bytes(s)]), digest, key.point)
     }
-    // OpenSSL accepts high-S as it is.
-    const p1363 = Buffer.concat([to32Bytes(rs.r), to32Bytes(rs.s)])
-    return opensslVerify('sha256', msgBytes, { key: key.keyObject, dsaEncoding: 'ieee-p1363' }, p1363)
+    // OpenSSL accepts high-S as it is. Given the key object itself and DER, node:crypto skips
+    // the option parsing and signature conversion that cost a third of the check.
+    return opensslVerify('sha256', msgBytes, key.keyObject, derSignature(rs.r, rs.s))
   }
 
   return {

@@ -1,0 +1,191 @@
+// JSON procedures are served by a direct node:http lane when the request is plain (a
+// Content-Length, UTF-8 JSON), and by express + xrpc-server otherwise (a chunked body, say).
+// Both lanes must answer alike: the same request sent both ways gets the same status, error
+// name and message, and the same answer shape; auth is still decided before the body.
+import http from 'node:http'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { corruptSignature, type AppClient } from './helpers/index.js'
+import { createEventWithTier, newIdentityClient, nsid, startWorld, type World } from './helpers/world.js'
+
+let world: World
+let tierId: string
+let freeTierId: string
+/** An identity the operator never registered. */
+let stranger: AppClient | undefined
+let buyer: AppClient | undefined
+
+beforeAll(async () => {
+  world = await startWorld()
+  ;({ tierId } = await createEventWithTier(world, { quantityTotal: 1000, unitAmount: 1500 }))
+  ;({ tierId: freeTierId } = await createEventWithTier(world, { quantityTotal: 1000, unitAmount: 0 }))
+})
+afterAll(async () => {
+  await world?.close()
+})
+
+interface Answer {
+  status: number
+  contentType: string | undefined
+  body: any
+}
+
+/** POSTs `body` as is, with a Content-Length (the direct lane) or chunked (xrpc-server). */
+function post(path: string, headers: Record<string, string>, body: string, framing: 'length' | 'chunked'): Promise<Answer> {
+  const url = new URL(path, world.service.url)
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', headers: { ...headers, connection: 'close' } }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8')
+        resolve({ status: res.statusCode!, contentType: res.headers['content-type'], body: text ? JSON.parse(text) : undefined })
+      })
+    })
+    req.on('error', reject)
+    if (framing === 'length') {
+      req.setHeader('content-length', Buffer.byteLength(body))
+      req.end(body)
+    } else {
+      // Two chunks, no Content-Length: Node sends Transfer-Encoding: chunked.
+      req.write(body.slice(0, 1))
+      req.end(body.slice(1))
+    }
+  })
+}
+
+interface Case {
+  name: string
+  method: string
+  /** Called once per lane, as `headers`. */
+  body: () => string | Promise<string>
+  /** Headers for one send; called once per lane, so each gets a fresh token. */
+  headers: () => Promise<Record<string, string>>
+  expect: { status: number; error?: string }
+}
+
+const json = { 'content-type': 'application/json' }
+const bearer = async (method: string) => ({ ...json, authorization: `Bearer ${await world.app.token(nsid(method))}` })
+
+function cases(): Case[] {
+  const hold = () => JSON.stringify({ items: [{ tierId, quantity: 1 }] })
+  return [
+    { name: 'a valid hold', method: 'createTicketHold', body: hold, headers: () => bearer('createTicketHold'), expect: { status: 200 } },
+    {
+      name: 'a valid free claim',
+      method: 'claimFreeTicket',
+      body: async () => {
+        buyer ??= await newIdentityClient(world)
+        const buyerAssertionJwt = await buyer.token(nsid('claimFreeTicket'))
+        return JSON.stringify({ tierId: freeTierId, quantity: 1, buyerDid: buyer.did, buyerAssertionJwt })
+      },
+      headers: () => bearer('claimFreeTicket'),
+      expect: { status: 200 },
+    },
+    { name: 'no Authorization', method: 'createTicketHold', body: hold, headers: async () => json, expect: { status: 401, error: 'AuthMissing' } },
+    {
+      name: 'a corrupted signature',
+      method: 'createTicketHold',
+      body: hold,
+      headers: async () => ({ ...json, authorization: `Bearer ${corruptSignature(await world.app.token(nsid('createTicketHold')))}` }),
+      expect: { status: 401, error: 'BadJwtSignature' },
+    },
+    {
+      name: 'a token for another method',
+      method: 'createTicketHold',
+      body: hold,
+      headers: () => bearer('claimFreeTicket'),
+      expect: { status: 401, error: 'BadJwtLexiconMethod' },
+    },
+    {
+      name: 'an unregistered app (403 before the body is looked at)',
+      method: 'createTicketHold',
+      body: () => '{"items":',
+      headers: async () => {
+        stranger ??= await newIdentityClient(world)
+        return { ...json, authorization: `Bearer ${await stranger.token(nsid('createTicketHold'))}` }
+      },
+      expect: { status: 403, error: 'AppNotRegistered' },
+    },
+    {
+      name: 'a bad token and a malformed body: 401 first',
+      method: 'createTicketHold',
+      body: () => 'not json',
+      headers: async () => ({ ...json, authorization: 'Bearer abc.def' }),
+      expect: { status: 401, error: 'BadJwt' },
+    },
+    { name: 'malformed JSON', method: 'createTicketHold', body: () => '{"items": [', headers: () => bearer('createTicketHold'), expect: { status: 400, error: 'InvalidRequest' } },
+    { name: 'a missing field', method: 'createTicketHold', body: () => '{}', headers: () => bearer('createTicketHold'), expect: { status: 400, error: 'InvalidRequest' } },
+    {
+      name: 'a field of the wrong type',
+      method: 'createTicketHold',
+      body: () => JSON.stringify({ items: [{ tierId, quantity: 'two' }] }),
+      headers: () => bearer('createTicketHold'),
+      expect: { status: 400, error: 'InvalidRequest' },
+    },
+    {
+      name: 'an unknown tier (a domain error)',
+      method: 'createTicketHold',
+      body: () => JSON.stringify({ items: [{ tierId: 'tier_unknown', quantity: 1 }] }),
+      headers: () => bearer('createTicketHold'),
+      expect: { status: 400, error: 'TicketTierNotFound' },
+    },
+    {
+      name: 'an admin procedure with a wrong password',
+      method: 'admin.registerApp',
+      body: () => JSON.stringify({ did: 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa', name: 'x' }),
+      headers: async () => ({ ...json, authorization: `Basic ${Buffer.from('admin:wrong').toString('base64')}` }),
+      expect: { status: 401, error: 'BadAdminPassword' },
+    },
+  ]
+}
+
+/** The answer with what differs per request (new ids, tokens, times) replaced by its type. */
+function shape(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(shape)
+  if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, shape(v)]))
+  return typeof value
+}
+
+describe('the direct lane and xrpc-server answer alike', () => {
+  for (const testCase of cases()) {
+    it(testCase.name, async () => {
+      const path = `/xrpc/${nsid(testCase.method)}`
+      const direct = await post(path, await testCase.headers(), await testCase.body(), 'length')
+      const chunked = await post(path, await testCase.headers(), await testCase.body(), 'chunked')
+      expect(direct.status, JSON.stringify(direct.body)).toBe(testCase.expect.status)
+      expect(chunked.status, JSON.stringify(chunked.body)).toBe(testCase.expect.status)
+      expect(direct.contentType).toMatch(/^application\/json/)
+      if (testCase.expect.error) {
+        expect(direct.body.error).toBe(testCase.expect.error)
+        expect(chunked.body.error).toBe(testCase.expect.error)
+        // Malformed JSON is described by the parser that read it; everything else word for word.
+        if (testCase.name !== 'malformed JSON') expect(direct.body.message).toBe(chunked.body.message)
+        else for (const answer of [direct, chunked]) expect(answer.body.message).toMatch(/^request body is not valid JSON: /)
+      } else {
+        expect(shape(direct.body)).toEqual(shape(chunked.body))
+      }
+    })
+  }
+
+  it('a refused input changes nothing in either lane, and a token spent on it cannot be used again', async () => {
+    const headers = await bearer('createTicketHold')
+    const refused = await post(`/xrpc/${nsid('createTicketHold')}`, headers, '{}', 'length')
+    expect(refused.status).toBe(400)
+    const again = await post(`/xrpc/${nsid('createTicketHold')}`, headers, JSON.stringify({ items: [{ tierId, quantity: 1 }] }), 'length')
+    expect(again.status).toBe(401)
+    expect(again.body.error).toBe('JwtReplayed')
+  })
+
+  it('a query string, another content type or an empty body is left to xrpc-server, which still answers', async () => {
+    const path = `/xrpc/${nsid('createTicketHold')}`
+    const body = JSON.stringify({ items: [{ tierId, quantity: 1 }] })
+    const withQuery = await post(`${path}?x=1`, await bearer('createTicketHold'), body, 'length')
+    expect(withQuery.status).toBe(200)
+    const text = await post(path, { ...(await bearer('createTicketHold')), 'content-type': 'text/plain' }, body, 'length')
+    expect(text.status).toBe(400)
+    expect(text.body.message).toMatch(/Content-Type/)
+    const empty = await post(path, await bearer('createTicketHold'), '', 'length')
+    expect(empty.status).toBe(400)
+    expect(empty.body.error).toBe('InvalidRequest')
+  })
+})
