@@ -9,6 +9,7 @@ import { createEventWithTier, newIdentityClient, nsid, startWorld, type World } 
 
 let world: World
 let tierId: string
+let eventId: string
 let freeTierId: string
 /** An identity the operator never registered. */
 let stranger: AppClient | undefined
@@ -16,7 +17,7 @@ let buyer: AppClient | undefined
 
 beforeAll(async () => {
   world = await startWorld()
-  ;({ tierId } = await createEventWithTier(world, { quantityTotal: 1000, unitAmount: 1500 }))
+  ;({ tierId, eventId } = await createEventWithTier(world, { quantityTotal: 1000, unitAmount: 1500 }))
   ;({ tierId: freeTierId } = await createEventWithTier(world, { quantityTotal: 1000, unitAmount: 0 }))
 })
 afterAll(async () => {
@@ -189,3 +190,49 @@ describe('the direct lane and xrpc-server answer alike', () => {
     expect(empty.body.error).toBe('InvalidRequest')
   })
 })
+
+describe('createTicketHold spends the token in the hold\'s own transaction', () => {
+  const path = () => `/xrpc/${nsid('createTicketHold')}`
+  const holdBody = (quantity = 1) => JSON.stringify({ items: [{ tierId, quantity }] })
+
+  async function held(): Promise<number> {
+    const res = await world.app.call(nsid('getTicketAvailability'), { eventId })
+    expect(res.status, JSON.stringify(res.body)).toBe(200)
+    return res.body.tiers.find((tier: { id: string }) => tier.id === tierId).held as number
+  }
+
+  it('a token refused for its input (a domain error) is spent all the same, and nothing is held', async () => {
+    const before = await held()
+    const headers = await bearer('createTicketHold')
+    const refused = await post(path(), headers, JSON.stringify({ items: [{ tierId, quantity: 0 }] }), 'length')
+    expect(refused.status).toBe(400)
+    expect(refused.body.error).toBe('InvalidQuantity')
+    const unknownTier = await post(path(), headers, JSON.stringify({ items: [{ tierId: 'tier_unknown', quantity: 1 }] }), 'length')
+    expect(unknownTier.body.error).toBe('JwtReplayed')
+    const again = await post(path(), headers, holdBody(), 'length')
+    expect(again.status).toBe(401)
+    expect(again.body.error).toBe('JwtReplayed')
+    expect(await held()).toBe(before)
+  })
+
+  it('one token sent 24 times at once, on fresh connections to both workers: one hold, 23 JwtReplayed', async () => {
+    const before = await held()
+    const headers = await bearer('createTicketHold')
+    const answers = await Promise.all(Array.from({ length: 24 }, () => post(path(), headers, holdBody(2), 'length')))
+    const statuses = answers.map((answer) => (answer.status === 200 ? 'ok' : answer.body.error))
+    expect(statuses.filter((status) => status === 'ok')).toHaveLength(1)
+    expect(statuses.filter((status) => status === 'JwtReplayed')).toHaveLength(23)
+    expect(await held()).toBe(before + 2)
+  })
+
+  it('a replayed token is refused as replayed before its input is looked at, in both lanes', async () => {
+    const headers = await bearer('createTicketHold')
+    expect((await post(path(), headers, holdBody(), 'length')).status).toBe(200)
+    for (const framing of ['length', 'chunked'] as const) {
+      const replay = await post(path(), headers, JSON.stringify({ items: [{ tierId, quantity: 0 }] }), framing)
+      expect(replay.status).toBe(401)
+      expect(replay.body.error).toBe('JwtReplayed')
+    }
+  })
+})
+

@@ -1,8 +1,16 @@
-import type { Database } from '../db/index.js'
+import type { Database, SyncTx } from '../db/index.js'
 
 export const REPLAY_SQL = {
   spend: 'INSERT INTO replay (iss, jti, expiresAt) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
 } as const
+
+/**
+ * Records `(iss, jti)` as spent inside `tx`, a request's own write transaction; true when this
+ * is its first use. Every request spends a token: a prepared statement, without query building.
+ */
+export function spendIn(tx: SyncTx, iss: string, jti: string, expiresAtMs: number): boolean {
+  return tx.run(REPLAY_SQL.spend, iss, jti, expiresAtMs) === 1
+}
 
 /** Spent tokens forgotten per statement. */
 const PURGE_BATCH = 500
@@ -21,8 +29,7 @@ export class ReplayStore {
 
   /** True when this is the first use of `(iss, jti)`. */
   async spend(iss: string, jti: string, expiresAtMs: number): Promise<boolean> {
-    // Every request spends a token: a prepared statement, without kysely's query building.
-    return this.database.writeSync((tx) => tx.run(REPLAY_SQL.spend, iss, jti, expiresAtMs) === 1)
+    return this.database.writeSync((tx) => spendIn(tx, iss, jti, expiresAtMs))
   }
 
   /**

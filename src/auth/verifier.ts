@@ -1,9 +1,10 @@
 import { ensureAtprotoKey, type DidDocument, type IdResolver } from '@atproto/identity'
 import { AuthRequiredError, verifyJwt, XRPCError, type VerifySignatureWithKeyFn } from '@atproto/xrpc-server'
-import type { Request } from 'express'
+import type { IncomingMessage } from 'node:http'
 import { DomainError } from '../tickets/errors.js'
 import { secretMatches } from '../util/ids.js'
-import type { ReplayStore } from './replay-store.js'
+import type { SyncTx } from '../db/index.js'
+import { spendIn, type ReplayStore } from './replay-store.js'
 import { createFastSignatureCheck, type SignatureCheck } from './signature.js'
 
 /** Longest lifetime a service-auth token or assertion may have (CONTRACT §2). */
@@ -87,6 +88,22 @@ export class ServiceAuthVerifier {
 
   /** Verifies and spends a token; throws 401 AuthRequiredError with the contract's names. */
   async verify(token: string, lxm: string): Promise<VerifiedToken> {
+    const checked = await this.check(token, lxm)
+    const replayed = !(await this.replayStore.spend(checked.iss, checked.jti, checked.expiresAtMs))
+    return { iss: checked.iss, jti: checked.jti, exp: checked.exp, replayed }
+  }
+
+  /**
+   * Verifies a token without spending it yet: the request's handler spends it in its own write
+   * transaction (one commit instead of two), and whoever answers the request first makes sure
+   * it is spent before the answer goes out (see `PendingSpend`).
+   */
+  async verifyDeferred(token: string, lxm: string): Promise<PendingSpend> {
+    const checked = await this.check(token, lxm)
+    return new PendingSpend(this.replayStore, checked.iss, checked.jti, checked.exp, checked.expiresAtMs)
+  }
+
+  private async check(token: string, lxm: string): Promise<{ iss: string; jti: string; exp: number; expiresAtMs: number }> {
     const parts = token.split('.')
     if (parts.length !== 3) throw new AuthRequiredError('poorly formatted jwt: expected three base64url parts', 'BadJwt')
     const header = decodeSegment(parts[0]!)
@@ -119,9 +136,7 @@ export class ServiceAuthVerifier {
       throw new AuthRequiredError('could not verify jwt', 'BadJwt')
     })
 
-    const iss = payload.iss as string
-    const replayed = !(await this.replayStore.spend(iss, claims.jti, Math.ceil(claims.exp * 1000)))
-    return { iss, jti: claims.jti, exp: claims.exp, replayed }
+    return { iss: payload.iss as string, jti: claims.jti, exp: claims.exp, expiresAtMs: Math.ceil(claims.exp * 1000) }
   }
 
   /**
@@ -176,12 +191,13 @@ export class ServiceAuthVerifier {
   }
 
   /** Reads `Authorization: Bearer …` and verifies it for `lxm`. */
-  async verifyRequest(req: Request, lxm: string): Promise<VerifiedToken> {
-    const header = req.headers.authorization
-    if (!header) throw new AuthRequiredError('Authorization: Bearer <service-auth jwt> is required', 'AuthMissing')
-    const match = /^Bearer\s+(\S+)$/i.exec(header)
-    if (!match) throw new AuthRequiredError('Authorization must be "Bearer <service-auth jwt>"', 'AuthMissing')
-    return this.verify(match[1]!, lxm)
+  async verifyRequest(req: IncomingMessage, lxm: string): Promise<VerifiedToken> {
+    return this.verify(bearerToken(req), lxm)
+  }
+
+  /** Reads `Authorization: Bearer …` and verifies it for `lxm`, leaving it to be spent (`verifyDeferred`). */
+  async verifyRequestDeferred(req: IncomingMessage, lxm: string): Promise<PendingSpend> {
+    return this.verifyDeferred(bearerToken(req), lxm)
   }
 
   /**
@@ -207,8 +223,50 @@ export class ServiceAuthVerifier {
   }
 }
 
+function bearerToken(req: IncomingMessage): string {
+  const header = req.headers.authorization
+  if (!header) throw new AuthRequiredError('Authorization: Bearer <service-auth jwt> is required', 'AuthMissing')
+  const match = /^Bearer\s+(\S+)$/i.exec(header)
+  if (!match) throw new AuthRequiredError('Authorization must be "Bearer <service-auth jwt>"', 'AuthMissing')
+  return match[1]!
+}
+
+/**
+ * A verified token not recorded as spent yet. It is spent exactly once, before the request is
+ * answered (CONTRACT §2: spent once it verifies, whatever the method answers): in the handler's
+ * own write transaction (`spendIn`), or on its own (`spendNow`) when the request ends another way.
+ */
+export class PendingSpend {
+  private settled = false
+
+  constructor(
+    private readonly store: ReplayStore,
+    readonly iss: string,
+    readonly jti: string,
+    readonly exp: number,
+    readonly expiresAtMs: number,
+  ) {}
+
+  /** Not yet spent nor handed to a transaction. */
+  get pending(): boolean {
+    return !this.settled
+  }
+
+  /** Spends it inside `tx`; true when this is its first use. */
+  spendIn(tx: SyncTx): boolean {
+    this.settled = true
+    return spendIn(tx, this.iss, this.jti, this.expiresAtMs)
+  }
+
+  /** Spends it in a write of its own; true when this is its first use. */
+  async spendNow(): Promise<boolean> {
+    this.settled = true
+    return this.store.spend(this.iss, this.jti, this.expiresAtMs)
+  }
+}
+
 /** HTTP Basic for the operator, user `admin`, compared in constant time. */
-export function checkAdminBasicAuth(req: Request, password: string): void {
+export function checkAdminBasicAuth(req: IncomingMessage, password: string): void {
   const header = req.headers.authorization ?? ''
   const match = /^Basic\s+(\S+)$/i.exec(header)
   if (!match) throw new AuthRequiredError('admin methods need Authorization: Basic with user "admin"', 'AuthMissing')

@@ -60,7 +60,7 @@ const STATEMENT_CACHE_SIZE = 500
  */
 class StatementCache {
   private readonly statements = new Map<string, SqliteDatabase.Statement>()
-  constructor(private readonly sqlite: SqliteDatabase.Database) {}
+  constructor(readonly sqlite: SqliteDatabase.Database) {}
 
   prepare(text: string): SqliteDatabase.Statement {
     let statement = this.statements.get(text)
@@ -102,6 +102,25 @@ export class SyncTx {
   /** Runs a write; answers how many rows it changed. */
   run(text: string, ...params: unknown[]): number {
     return this.statement(text).run(...params).changes
+  }
+
+  /**
+   * Runs `fn` in a savepoint of its own: when it throws, its writes are undone and the error is
+   * answered, while what this transaction wrote before it stays (a spent token stays spent
+   * whatever the request then answers). An error that ends the whole transaction is thrown.
+   */
+  attempt<T>(fn: () => T): { ok: true; value: T } | { ok: false; error: unknown } {
+    this.statement('SAVEPOINT attempt').run()
+    try {
+      const value = fn()
+      this.statement('RELEASE attempt').run()
+      return { ok: true, value }
+    } catch (error) {
+      if (!this.statements.sqlite.inTransaction) throw error
+      this.statement('ROLLBACK TO attempt').run()
+      this.statement('RELEASE attempt').run()
+      return { ok: false, error }
+    }
   }
 
   /** Runs `fn` once this transaction has committed, never if it rolls back. */

@@ -148,15 +148,20 @@ export async function purgeExpiredKeys(db: DbConn, nowMs = Date.now()): Promise<
  * What a request does in its write transaction: `work` as kysely queries, or `workSync` as
  * synchronous statements (the hot paths; see `SyncTx`).
  */
-export type IdempotentWork<T> =
-  | { before?: () => Promise<void>; work: (tx: DbConn) => Promise<T>; workSync?: never }
-  | { before?: () => Promise<void>; workSync: (tx: SyncTx) => T; work?: never }
+export type IdempotentWork<T> = {
+  /** Checks of the input alone, synchronous and without effects. */
+  checks?: () => void
+  /** Slow checks (assertion signatures), outside any transaction. */
+  before?: () => Promise<void>
+} & ({ work: (tx: DbConn) => Promise<T>; workSync?: never } | { workSync: (tx: SyncTx) => T; work?: never })
 
 /**
  * Runs a request under an optional idempotency key: the key is taken first (so a concurrent
  * twin answers IdempotencyKeyInUse instead of taking capacity again), then `before` runs
  * outside any transaction (slow checks such as assertion signatures), then the work runs in
  * one write transaction together with storing its answer. A named failure is stored too.
+ * `checks` run just before `before`, with the same effect; they are apart so that a caller may
+ * run them inside a transaction (see `idempotentProcedure`).
  */
 export async function runIdempotent<T extends Record<string, unknown>>(
   database: Database,
@@ -166,6 +171,7 @@ export async function runIdempotent<T extends Record<string, unknown>>(
 ): Promise<T & { reused?: boolean }> {
   const work = (tx: DbConn): Promise<T> => (steps.workSync ? Promise.resolve(steps.workSync(syncTxOf(tx))) : steps.work(tx))
   if (!scope) {
+    steps.checks?.()
     await steps.before?.()
     return steps.workSync ? database.writeSync(steps.workSync) : database.transaction(steps.work)
   }
@@ -173,6 +179,7 @@ export async function runIdempotent<T extends Record<string, unknown>>(
   if (claim.kind === 'stored') return replayStored(claim.response) as T & { reused: true }
   const { owner } = claim
   try {
+    steps.checks?.()
     await steps.before?.()
     return await database.transaction(async (tx) => {
       if (!(await stillOwned(tx, scope, owner))) {

@@ -1,10 +1,23 @@
 import type http from 'node:http'
 import { jsonToLex, lexToJson, type LexiconDoc, type Lexicons } from '@atproto/lexicon'
 import { InvalidRequestError, XRPCError, type Server as XrpcServer } from '@atproto/xrpc-server'
+import { PendingSpend } from '../auth/verifier.js'
+
+/**
+ * What the lane passes to a method's auth function. `spendDeferred`: the auth function may
+ * leave the caller's token unspent (a `PendingSpend` in its credentials) for the handler to
+ * spend in its own transaction; the lane spends it before answering if nothing else did.
+ */
+export interface DirectAuthContext {
+  req: http.IncomingMessage
+  res: http.ServerResponse
+  params: Record<string, never>
+  spendDeferred: true
+}
 
 /** A method registration as the generated server passes it to xrpc-server. */
 interface MethodConfig {
-  auth?: (ctx: { req: http.IncomingMessage; res: http.ServerResponse; params: Record<string, never> }) => Promise<unknown>
+  auth?: (ctx: DirectAuthContext) => Promise<unknown>
   handler: (ctx: {
     params: Record<string, never>
     input: { encoding: 'application/json'; body: unknown }
@@ -80,18 +93,25 @@ export class DirectLane {
 
   private async serve(nsid: string, config: MethodConfig, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const params = {} as Record<string, never>
-    const auth = config.auth ? refuseErrorResult(await config.auth({ req, res, params })) : undefined
-    const body = this.validInput(nsid, await readBody(req))
-    const output = await config.handler({
-      params,
-      input: { encoding: 'application/json', body },
-      auth,
-      req,
-      res,
-      // Procedures are not cancelled when the client goes away (as in xrpc-server).
-      signal: new AbortController().signal,
-      resetRouteRateLimits: async () => undefined,
-    })
+    const auth = config.auth ? refuseErrorResult(await config.auth({ req, res, params, spendDeferred: true })) : undefined
+    const pendingSpend = (auth as { credentials?: { pendingSpend?: unknown } } | undefined)?.credentials?.pendingSpend
+    let output: unknown
+    try {
+      const body = this.validInput(nsid, await readBody(req))
+      output = await config.handler({
+        params,
+        input: { encoding: 'application/json', body },
+        auth,
+        req,
+        res,
+        // Procedures are not cancelled when the client goes away (as in xrpc-server).
+        signal: new AbortController().signal,
+        resetRouteRateLimits: async () => undefined,
+      })
+    } finally {
+      // A token that verified is spent whatever the answer (a refused input included).
+      if (pendingSpend instanceof PendingSpend && pendingSpend.pending) await pendingSpend.spendNow()
+    }
     if (output === undefined) {
       res.writeHead(200).end()
       return
