@@ -5,7 +5,7 @@
 import http from 'node:http'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { corruptSignature, type AppClient } from './helpers/index.js'
-import { createEventWithTier, newIdentityClient, nsid, startWorld, type World } from './helpers/world.js'
+import { createEventWithTier, newApp, newIdentityClient, nsid, registerApp, startWorld, type World } from './helpers/world.js'
 
 let world: World
 let tierId: string
@@ -14,11 +14,16 @@ let freeTierId: string
 /** An identity the operator never registered. */
 let stranger: AppClient | undefined
 let buyer: AppClient | undefined
+/** A registered app whose tickets module the operator turned off. */
+let disabledApp: AppClient
 
 beforeAll(async () => {
   world = await startWorld()
   ;({ tierId, eventId } = await createEventWithTier(world, { quantityTotal: 1000, unitAmount: 1500 }))
   ;({ tierId: freeTierId } = await createEventWithTier(world, { quantityTotal: 1000, unitAmount: 0 }))
+  disabledApp = await newApp(world)
+  const disabled = await registerApp(world.service, { did: disabledApp.did, ticketsEnabled: false })
+  expect(disabled.status).toBe(200)
 })
 afterAll(async () => {
   await world?.close()
@@ -106,6 +111,30 @@ function cases(): Case[] {
         return { ...json, authorization: `Bearer ${await stranger.token(nsid('createTicketHold'))}` }
       },
       expect: { status: 403, error: 'AppNotRegistered' },
+    },
+    {
+      name: 'an unregistered app with a valid body',
+      method: 'createTicketHold',
+      body: hold,
+      headers: async () => {
+        stranger ??= await newIdentityClient(world)
+        return { ...json, authorization: `Bearer ${await stranger.token(nsid('createTicketHold'))}` }
+      },
+      expect: { status: 403, error: 'AppNotRegistered' },
+    },
+    {
+      name: 'an app with tickets turned off, valid body',
+      method: 'createTicketHold',
+      body: hold,
+      headers: async () => ({ ...json, authorization: `Bearer ${await disabledApp.token(nsid('createTicketHold'))}` }),
+      expect: { status: 403, error: 'TicketsModuleDisabled' },
+    },
+    {
+      name: 'an app with tickets turned off, invalid body: 403 first',
+      method: 'createTicketHold',
+      body: () => '{}',
+      headers: async () => ({ ...json, authorization: `Bearer ${await disabledApp.token(nsid('createTicketHold'))}` }),
+      expect: { status: 403, error: 'TicketsModuleDisabled' },
     },
     {
       name: 'a bad token and a malformed body: 401 first',
@@ -223,6 +252,17 @@ describe('createTicketHold spends the token in the hold\'s own transaction', () 
     expect(statuses.filter((status) => status === 'ok')).toHaveLength(1)
     expect(statuses.filter((status) => status === 'JwtReplayed')).toHaveLength(23)
     expect(await held()).toBe(before + 2)
+  })
+
+  it('a disabled app hears 403 even for a replayed token, and holds nothing', async () => {
+    const before = await held()
+    const headers = { ...json, authorization: `Bearer ${await disabledApp.token(nsid('createTicketHold'))}` }
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const refused = await post(path(), headers, holdBody(), 'length')
+      expect(refused.status).toBe(403)
+      expect(refused.body.error).toBe('TicketsModuleDisabled')
+    }
+    expect(await held()).toBe(before)
   })
 
   it('a replayed token is refused as replayed before its input is looked at, in both lanes', async () => {

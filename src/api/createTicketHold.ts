@@ -9,8 +9,8 @@ import { appAuth, idempotentProcedure, json } from './util.js'
 export default function (server: Server, ctx: AppContext) {
   const nsid = ids.TicketsAtmosphereCreateTicketHold
   server.tickets.atmosphere.createTicketHold({
-    // The hot path of an on-sale: the token is spent in the hold's own transaction.
-    auth: appAuth(ctx, nsid, { spendInHandler: true }),
+    // The hot path of an on-sale: the token is spent and the app read in the hold's own transaction.
+    auth: appAuth(ctx, nsid, { settleInHandler: true }),
     handler: async ({ auth, input }) => {
       const body = input.body
       const result = await idempotentProcedure(ctx, auth.credentials, nsid, body, (scope) => ({

@@ -1,9 +1,9 @@
 import { AuthRequiredError, ForbiddenError, type MethodAuthContext } from '@atproto/xrpc-server'
-import { checkAdminBasicAuth, PendingSpend } from '../auth/verifier.js'
+import { checkAdminBasicAuth, type PendingSpend } from '../auth/verifier.js'
 import type { AppContext } from '../context.js'
 import type { SyncTx } from '../db/index.js'
 import type { AppTable } from '../db/schema.js'
-import { findApp } from '../tickets/apps.js'
+import { APP_SQL, findApp } from '../tickets/apps.js'
 import { parseEnvironment } from '../tickets/environment.js'
 import type { Scope } from '../tickets/events.js'
 import { findStored, hashRequest, replayStored, runIdempotent, type IdempotencyScope, type IdempotentWork } from '../tickets/idempotency.js'
@@ -12,14 +12,74 @@ import type { DirectAuthContext } from '../xrpc/direct-lane.js'
 export interface AppCredentials {
   /** The calling app's DID (the token's `iss`). */
   appDid: string
-  app: AppTable
+  /** The app's row; with `deferred`, readable only once it is settled. */
+  readonly app: AppTable
   /** The token's `(iss, jti)` was seen before: only an exact idempotent retry may go on. */
   replayed: boolean
-  /**
-   * The token, verified but not spent yet (the direct lane, for methods that take it): until it
-   * is spent, `replayed` means nothing. `idempotentProcedure` spends it.
-   */
-  pendingSpend?: PendingSpend
+  /** Set when the rest of the auth is left to the handler's own transaction (the direct lane). */
+  deferred?: DeferredAppAuth
+}
+
+/** The app's row, or the 403 for an app that may not call. */
+function requireTicketsApp(app: AppTable | undefined, did: string): AppTable {
+  if (!app) {
+    throw new ForbiddenError(`${did} is not registered as an ATM app: ask the operator to register it`, 'AppNotRegistered')
+  }
+  if (app.ticketsEnabled !== 1) {
+    throw new ForbiddenError(`ATM Tickets is not enabled for ${did}: ask the operator to enable it`, 'TicketsModuleDisabled')
+  }
+  return app
+}
+
+/**
+ * An app's auth whose second half, spending the token and reading the app, is left to the
+ * handler's own write transaction: one transaction per request instead of three. The direct
+ * lane settles it on its own before answering anything else (a refused input, say), so the
+ * outside view is as if the auth had been done first: a verified token is spent whatever the
+ * answer, and a 403 for the app comes before any complaint about the input.
+ */
+export class DeferredAppAuth {
+  readonly credentials: AppCredentials
+  private app: AppTable | undefined
+
+  constructor(
+    private readonly ctx: AppContext,
+    private readonly token: PendingSpend,
+  ) {
+    const deferred = this
+    this.credentials = {
+      appDid: token.iss,
+      replayed: false,
+      deferred,
+      get app(): AppTable {
+        if (!deferred.app) throw new Error('the app was read before its deferred auth was settled')
+        return deferred.app
+      },
+    }
+  }
+
+  get pending(): boolean {
+    return this.token.pending
+  }
+
+  /** Spends the token and checks the app, each on its own; throws the 403 of an app that may not call. */
+  async settle(): Promise<void> {
+    this.credentials.replayed = !(await this.token.spendNow())
+    this.app = requireTicketsApp(await findApp(this.ctx.db, this.token.iss), this.token.iss)
+  }
+
+  /** The same inside `tx`. Refusals are answered, not thrown: the token stays spent with the commit. */
+  settleIn(tx: SyncTx): 'ok' | 'replayed' | ForbiddenError {
+    const firstUse = this.token.spendIn(tx)
+    try {
+      this.app = requireTicketsApp(tx.get<AppTable>(APP_SQL.byDid, this.token.iss), this.token.iss)
+    } catch (err) {
+      return err as ForbiddenError
+    }
+    if (firstUse) return 'ok'
+    this.credentials.replayed = true
+    return 'replayed'
+  }
 }
 
 export interface UserCredentials {
@@ -29,22 +89,17 @@ export interface UserCredentials {
 
 /**
  * A registered app with the tickets module on, proven by a service-auth token for `nsid`.
- * `spendInHandler`: the method spends the token in its own write transaction when the direct
- * lane, which makes sure it is spent before any answer, serves the request (see `PendingSpend`).
+ * `settleInHandler`: when the direct lane serves the request, the token is only verified here
+ * and the method settles the rest in its own transaction (see `DeferredAppAuth`).
  */
-export function appAuth(ctx: AppContext, nsid: string, opts: { spendInHandler?: boolean } = {}) {
+export function appAuth(ctx: AppContext, nsid: string, opts: { settleInHandler?: boolean } = {}) {
   return async (authContext: MethodAuthContext | DirectAuthContext): Promise<{ credentials: AppCredentials }> => {
     const { req } = authContext
-    const deferred = opts.spendInHandler === true && 'spendDeferred' in authContext
-    const token = deferred ? await ctx.authVerifier.verifyRequestDeferred(req, nsid) : await ctx.authVerifier.verifyRequest(req, nsid)
-    const app = await findApp(ctx.db, token.iss)
-    if (!app) {
-      throw new ForbiddenError(`${token.iss} is not registered as an ATM app: ask the operator to register it`, 'AppNotRegistered')
+    if (opts.settleInHandler === true && 'deferrable' in authContext) {
+      return { credentials: new DeferredAppAuth(ctx, await ctx.authVerifier.verifyRequestDeferred(req, nsid)).credentials }
     }
-    if (app.ticketsEnabled !== 1) {
-      throw new ForbiddenError(`ATM Tickets is not enabled for ${token.iss}: ask the operator to enable it`, 'TicketsModuleDisabled')
-    }
-    if (token instanceof PendingSpend) return { credentials: { appDid: token.iss, app, replayed: false, pendingSpend: token } }
+    const token = await ctx.authVerifier.verifyRequest(req, nsid)
+    const app = requireTicketsApp(await findApp(ctx.db, token.iss), token.iss)
     return { credentials: { appDid: token.iss, app, replayed: token.replayed } }
   }
 }
@@ -124,12 +179,12 @@ export async function idempotentProcedure<T extends Record<string, unknown>>(
   const scope = scopeOf(credentials, body.environment)
   const { scope: idempotency, requestHash } = idempotencyOf(scope, nsid, body)
   const work = steps(scope)
-  const pending = credentials.pendingSpend
-  if (pending?.pending) {
-    // Without a key or slow checks, spending the token is the first write of the request's own
-    // transaction; otherwise it is spent first, on its own, as the auth step does elsewhere.
-    if (!idempotency && !work.before && work.workSync) return spendAndWork(ctx, pending, work.checks, work.workSync)
-    credentials = { ...credentials, replayed: !(await pending.spendNow()) }
+  const deferred = credentials.deferred
+  if (deferred?.pending) {
+    // Without a key or slow checks, the rest of the auth is the start of the request's own
+    // transaction; otherwise it is done first, on its own, as elsewhere.
+    if (!idempotency && !work.before && work.workSync) return settleAndWork(ctx, deferred, work.checks, work.workSync)
+    await deferred.settle()
   }
   const retried = await answerReplayedRetry(ctx, credentials, idempotency, requestHash)
   if (retried) return retried as T & { reused: true }
@@ -137,19 +192,23 @@ export async function idempotentProcedure<T extends Record<string, unknown>>(
 }
 
 /**
- * One transaction: spend the token, then (when it was not used before) the checks and the work
- * in a savepoint of their own, so that a refusal undoes the work but the token stays spent.
+ * One transaction: the rest of the auth (spend the token, read the app), then, when it passes,
+ * the checks and the work in a savepoint of their own, so that a refusal undoes the work but
+ * the token stays spent.
  */
-async function spendAndWork<T>(ctx: AppContext, pending: PendingSpend, checks: (() => void) | undefined, workSync: (tx: SyncTx) => T): Promise<T> {
-  const outcome = await ctx.db.writeSync((tx) =>
-    pending.spendIn(tx)
-      ? tx.attempt(() => {
-          checks?.()
-          return workSync(tx)
-        })
-      : null,
-  )
-  if (outcome === null) throw jwtReplayed()
-  if (!outcome.ok) throw outcome.error
-  return outcome.value
+async function settleAndWork<T>(ctx: AppContext, deferred: DeferredAppAuth, checks: (() => void) | undefined, workSync: (tx: SyncTx) => T): Promise<T> {
+  const outcome = await ctx.db.writeSync((tx) => {
+    const auth = deferred.settleIn(tx)
+    if (auth !== 'ok') return { auth }
+    return {
+      work: tx.attempt(() => {
+        checks?.()
+        return workSync(tx)
+      }),
+    }
+  })
+  if (outcome.auth === 'replayed') throw jwtReplayed()
+  if (outcome.auth) throw outcome.auth
+  if (!outcome.work!.ok) throw outcome.work!.error
+  return outcome.work!.value
 }

@@ -1,18 +1,28 @@
 import type http from 'node:http'
 import { jsonToLex, lexToJson, type LexiconDoc, type Lexicons } from '@atproto/lexicon'
 import { InvalidRequestError, XRPCError, type Server as XrpcServer } from '@atproto/xrpc-server'
-import { PendingSpend } from '../auth/verifier.js'
 
 /**
- * What the lane passes to a method's auth function. `spendDeferred`: the auth function may
- * leave the caller's token unspent (a `PendingSpend` in its credentials) for the handler to
- * spend in its own transaction; the lane spends it before answering if nothing else did.
+ * What the lane passes to a method's auth function. `deferrable`: the auth function may leave
+ * part of its work (spending the token, say) to the handler's own transaction, as a
+ * `DeferredAuth` in its credentials; the lane settles it before answering if nothing else did.
  */
 export interface DirectAuthContext {
   req: http.IncomingMessage
   res: http.ServerResponse
   params: Record<string, never>
-  spendDeferred: true
+  deferrable: true
+}
+
+/** Auth left to finish: `settle` does it on its own and throws the auth error, if any. */
+export interface DeferredAuth {
+  readonly pending: boolean
+  settle(): Promise<void>
+}
+
+function deferredAuthOf(auth: unknown): DeferredAuth | undefined {
+  const deferred = (auth as { credentials?: { deferred?: DeferredAuth } } | undefined)?.credentials?.deferred
+  return deferred && typeof deferred.settle === 'function' ? deferred : undefined
 }
 
 /** A method registration as the generated server passes it to xrpc-server. */
@@ -34,6 +44,7 @@ interface MethodConfig {
 /** `application/json`, with at most a UTF-8 charset: what body-parser reads without converting. */
 const PLAIN_JSON = /^application\/json\s*(?:;\s*charset="?utf-8"?\s*)?$/i
 const CONTENT_LENGTH = /^[1-9][0-9]{0,8}$/
+const NEVER_ABORTED = new AbortController().signal
 
 /**
  * The JSON procedures served straight from node:http, before express and xrpc-server: the hot
@@ -49,11 +60,18 @@ const CONTENT_LENGTH = /^[1-9][0-9]{0,8}$/
  */
 export class DirectLane {
   private readonly procedures = new Map<string, { nsid: string; config: MethodConfig }>()
+  /**
+   * No lexicon of the set has bytes, CID links or blobs, so every answer is plain JSON already
+   * and converting it (`lexToJson`, a deep copy) would change nothing.
+   */
+  private readonly answersArePlainJson: boolean
 
   constructor(
     private readonly lexicons: Lexicons,
     private readonly opts: { jsonLimit: number; errorParser: (err: unknown) => XRPCError },
-  ) {}
+  ) {
+    this.answersArePlainJson = !/"type":"(bytes|cid-link|blob)"/.test(JSON.stringify([...lexicons]))
+  }
 
   /**
    * Registers every JSON procedure the generated server registers with `xrpc` from now on (and
@@ -93,8 +111,8 @@ export class DirectLane {
 
   private async serve(nsid: string, config: MethodConfig, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const params = {} as Record<string, never>
-    const auth = config.auth ? refuseErrorResult(await config.auth({ req, res, params, spendDeferred: true })) : undefined
-    const pendingSpend = (auth as { credentials?: { pendingSpend?: unknown } } | undefined)?.credentials?.pendingSpend
+    const auth = config.auth ? refuseErrorResult(await config.auth({ req, res, params, deferrable: true })) : undefined
+    const deferred = deferredAuthOf(auth)
     let output: unknown
     try {
       const body = this.validInput(nsid, await readBody(req))
@@ -105,12 +123,13 @@ export class DirectLane {
         req,
         res,
         // Procedures are not cancelled when the client goes away (as in xrpc-server).
-        signal: new AbortController().signal,
+        signal: NEVER_ABORTED,
         resetRouteRateLimits: async () => undefined,
       })
     } finally {
-      // A token that verified is spent whatever the answer (a refused input included).
-      if (pendingSpend instanceof PendingSpend && pendingSpend.pending) await pendingSpend.spendNow()
+      // Whatever the answer (a refused input included), the auth is finished first: a verified
+      // token is spent, and an auth refusal (thrown here) is the answer.
+      if (deferred?.pending) await deferred.settle()
     }
     if (output === undefined) {
       res.writeHead(200).end()
@@ -120,7 +139,7 @@ export class DirectLane {
     if (success.encoding !== 'application/json' || success.headers !== undefined) {
       throw new Error(`${nsid}: the direct lane answers JSON bodies only`)
     }
-    sendJson(res, 200, lexToJson(success.body as never))
+    sendJson(res, 200, this.answersArePlainJson ? success.body : lexToJson(success.body as never))
   }
 
   private validInput(nsid: string, text: string): unknown {
