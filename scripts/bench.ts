@@ -231,7 +231,12 @@ async function main(): Promise<void> {
     process.stderr.write(`starting the service (${opts.workers ?? 'default'} workers) on a temporary database, with a local PLC directory\n`)
     const profileDir = opts.profile ? resolve(opts.profile) : undefined
     if (profileDir) mkdirSync(profileDir, { recursive: true })
-    service = await startService({ root, dir, plcUrl: plc.url, adminPassword, workers: opts.workers, profileDir })
+    const profileOf = (alg: Alg): string | undefined => {
+      if (!profileDir) return undefined
+      mkdirSync(join(profileDir, alg), { recursive: true })
+      return join(profileDir, alg)
+    }
+    service = await startService({ root, dir: join(dir, opts.algs[0]!), plcUrl: plc.url, adminPassword, workers: opts.workers, profileDir: profileOf(opts.algs[0]!) })
     // Capacity for the warm-up and the run at up to twice the bare node:http rate of this machine.
     const capacity = 2 * 12_000 * (opts.durationS + opts.warmupS)
     const apps = await prepareApps(service, plc.url, adminPassword, [...new Set(['ES256K' as Alg, ...opts.algs])], capacity)
@@ -246,7 +251,7 @@ async function main(): Promise<void> {
 
     process.stderr.write(`baseline: raw better-sqlite3 hold transaction, ${opts.microS} s\n`)
     const sqlite = await inChild<LoopResult>('sqlite', {
-      source: join(dir, 'atm.sqlite'),
+      source: join(dir, opts.algs[0]!, 'atm.sqlite'),
       copy: join(dir, 'baseline.sqlite'),
       tierId: k256App.tierIds[0],
       durationMs: opts.microS * 1000,
@@ -269,11 +274,22 @@ async function main(): Promise<void> {
       ours.set(app.alg, await serviceVerifierLoop({ tokens: pool.take, serviceDid: aud, plcUrl: plc.url, dbPath: join(dir, `verifier-${app.alg}.sqlite`), lxm: HOLD, durationMs: opts.microS * 1000 }))
     }
 
+    // Each algorithm's run gets a service of its own on a new database: a service slows as its
+    // database fills (see the README), and the second run would otherwise start where the first
+    // left it.
     const endToEnd: EndToEnd[] = []
-    for (const app of apps.filter((app) => opts.algs.includes(app.alg))) endToEnd.push(await measureService(service, app, opts))
-    if (profileDir) {
+    for (const [index, alg] of opts.algs.entries()) {
+      let app = apps.find((candidate) => candidate.alg === alg)!
+      if (index > 0) {
+        process.stderr.write(`starting a new service on a new database for the ${alg} run\n`)
+        service = await startService({ root, dir: join(dir, alg), plcUrl: plc.url, adminPassword, workers: opts.workers, profileDir: profileOf(alg) })
+        ;[app] = await prepareApps(service, plc.url, adminPassword, [alg], capacity)
+      }
+      endToEnd.push(await measureService(service, app!, opts))
       await service.stop()
-      process.stderr.write(formatSummary(summarizeProfiles(profileDir, root, service.process.pid)) + '\n\n')
+      if (profileDir) {
+        process.stderr.write(`${alg} run:\n${formatSummary(summarizeProfiles(profileOf(alg)!, root, service.process.pid))}\n\n`)
+      }
     }
 
     const rows: Row[] = [

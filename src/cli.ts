@@ -35,6 +35,11 @@ async function main(): Promise<void> {
   return runWorker(cfg, logger, process.env.ATM_ADMIN_PASSWORD!)
 }
 
+/** A WAL this large is copied out in full and started over (see `Database.checkpoint`). */
+const WAL_RESTART_BYTES = 256 * 1024 * 1024
+/** How long the primary waits for the workers' writes and reads when it does so. */
+const WAL_RESTART_WAIT_MS = 200
+
 /** How often the primary moves the WAL into the database file (the workers never do). */
 const CHECKPOINT_INTERVAL_MS = 250
 
@@ -45,7 +50,7 @@ async function runPrimary(cfg: ServerConfig, logger: Logger, adminPassword: stri
   // WAL then stays a few hundred milliseconds of writes long.
   const checkpoints = setInterval(() => {
     try {
-      db.checkpoint()
+      db.checkpoint({ restartBytes: WAL_RESTART_BYTES, waitMs: WAL_RESTART_WAIT_MS })
     } catch (err) {
       logger.warn({ err }, 'checkpoint failed')
     }

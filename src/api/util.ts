@@ -166,8 +166,10 @@ export async function answerReplayedRetry(
 
 /**
  * The course of every procedure that takes `idempotencyKey`: a token used before gets only the
- * stored answer of an exact retry; otherwise `before` (checks whose named refusals are stored
- * under the key too) and `work` or `workSync` (in one transaction) run under the key.
+ * stored answer of an exact retry; otherwise `checks` and `before` (checks whose named refusals
+ * are stored under the key too) and `work` or `workSync` (in one transaction) run under the key.
+ * A deferred auth (the direct lane) is settled first, inside the work's transaction when there
+ * is no key and no `before`.
  */
 export async function idempotentProcedure<T extends Record<string, unknown>>(
   ctx: AppContext,
