@@ -40,6 +40,7 @@ export async function createContext(cfg: ServerConfig, logger: Logger, adminPass
     ...(cfg.devMode ? { fetch: globalThis.fetch } : {}),
   })
   const replayStore = new ReplayStore(db)
+  await replayStore.load()
   const authVerifier = new ServiceAuthVerifier(cfg.serviceDid, idResolver, replayStore)
   const signingKey = await Secp256k1Keypair.import(loadSigningKeyHex(cfg), { exportable: true })
   const eventRecords = new EventRecordReader(idResolver, cfg.devMode)

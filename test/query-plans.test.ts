@@ -12,6 +12,7 @@ import Sqlite from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createPlcIdentity, mintServiceJwt, xrpc } from './helpers/index.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
+import { SPENT_SQL } from '../src/auth/replay-store.js'
 import { APP_SQL } from '../src/tickets/apps.js'
 import { CAPACITY_SQL } from '../src/tickets/capacity.js'
 import { HOLD_SQL } from '../src/tickets/holds.js'
@@ -138,19 +139,24 @@ const HOT_QUERIES: HotQuery[] = [
     sql: 'select * from "holdItem" where "holdId" = ?',
     params: (i) => [i.holdId],
   },
-  // Replay store: the (iss, jti) key, and the purge.
+  // Spent tokens: the log read after the last row seen, a row by its seq, and the purge.
   {
-    name: 'replay key lookup (the INSERT OR IGNORE conflict check)',
-    // An INSERT has no query plan of its own; its conflict check searches the primary key.
-    from: 'auth/replay-store.ts spend (REPLAY_SQL.spend)',
-    sql: 'select 1 from "replay" where "iss" = ? and "jti" = ?',
-    params: (i) => [i.appDid, 'jti-x'],
+    name: 'spent tokens appended since the last one seen',
+    from: 'auth/replay-store.ts readAfter (SPENT_SQL.after)',
+    sql: SPENT_SQL.after,
+    params: () => [0],
   },
   {
-    name: 'replay purge (one batch)',
-    from: 'auth/replay-store.ts purgeExpired',
-    sql: 'delete from "replay" where ("iss", "jti") in (select "iss", "jti" from "replay" where "expiresAt" < ? limit ?)',
-    params: (i) => [i.now - 60_000, 500],
+    name: 'spent token by seq (checking a hint)',
+    from: 'auth/replay-store.ts spendIn (SPENT_SQL.bySeq)',
+    sql: SPENT_SQL.bySeq,
+    params: () => [1],
+  },
+  {
+    name: 'spent-token purge (one batch, from the oldest rows)',
+    from: 'auth/replay-store.ts purgeExpired (SPENT_SQL.purgeHead)',
+    sql: SPENT_SQL.purgeHead,
+    params: (i) => [500, i.now - 60_000],
   },
   // Idempotency.
   {
@@ -291,7 +297,7 @@ describe('query plans of the hot paths', () => {
     expect(count('ticket')).toBeGreaterThanOrEqual(4)
     expect(count('claim')).toBeGreaterThanOrEqual(2)
     expect(count('idempotency')).toBeGreaterThanOrEqual(3)
-    expect(count('replay')).toBeGreaterThan(0)
+    expect(count('spentToken')).toBeGreaterThan(0)
   })
 
   it.each(HOT_QUERIES.map((q) => [q.name, q] as const))('%s uses an index', (_name, query) => {

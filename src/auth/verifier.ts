@@ -4,7 +4,7 @@ import type { IncomingMessage } from 'node:http'
 import { DomainError } from '../tickets/errors.js'
 import { secretMatches } from '../util/ids.js'
 import type { SyncTx } from '../db/index.js'
-import { spendIn, type ReplayStore } from './replay-store.js'
+import type { ReplayStore } from './replay-store.js'
 import { createFastSignatureCheck, type SignatureCheck } from './signature.js'
 
 /** Longest lifetime a service-auth token or assertion may have (CONTRACT §2). */
@@ -255,7 +255,7 @@ export class PendingSpend {
   /** Spends it inside `tx`; true when this is its first use. */
   spendIn(tx: SyncTx): boolean {
     this.settled = true
-    return spendIn(tx, this.iss, this.jti, this.expiresAtMs)
+    return this.store.spendIn(tx, this.iss, this.jti, this.expiresAtMs)
   }
 
   /** Spends it in a write of its own; true when this is its first use. */

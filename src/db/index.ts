@@ -91,7 +91,14 @@ export class SyncTx {
   private readonly hooks: Array<() => void> = []
   private open = true
 
-  constructor(private readonly statements: StatementCache) {}
+  /**
+   * `transaction`: which transaction of this connection it belongs to (the writes of one group
+   * commit share it), for code that does something once per transaction.
+   */
+  constructor(
+    private readonly statements: StatementCache,
+    readonly transaction: number,
+  ) {}
 
   get<Row>(text: string, ...params: unknown[]): Row | undefined {
     return this.statement(text).get(...params) as Row | undefined
@@ -104,6 +111,11 @@ export class SyncTx {
   /** Runs a write; answers how many rows it changed. */
   run(text: string, ...params: unknown[]): number {
     return this.statement(text).run(...params).changes
+  }
+
+  /** Runs an INSERT of one row; answers its rowid. */
+  insert(text: string, ...params: unknown[]): number {
+    return Number(this.statement(text).run(...params).lastInsertRowid)
   }
 
   /**
@@ -178,6 +190,8 @@ export class Database {
   private readonly pendingWrites: PendingWrite[] = []
   /** A flush of `pendingWrites` is scheduled or under way. */
   private flushing = false
+  /** Write transactions begun on this connection: each `SyncTx` carries its number (reads: 0). */
+  private transactions = 0
   /**
    * `autoCheckpoint: false` leaves moving the WAL into the database file to another process
    * (the cluster's primary, see cli.ts): a checkpoint ends with an fsync, and the connection
@@ -260,7 +274,7 @@ export class Database {
   async transaction<T>(fn: (tx: DbConn) => Promise<T>): Promise<T> {
     return this.db.connection().execute(async (conn) => {
       await this.retryBusy(() => sql`BEGIN IMMEDIATE`.execute(conn))
-      const open = new SyncTx(this.statements)
+      const open = new SyncTx(this.statements, ++this.transactions)
       openTransactions.set(conn, open)
       let committed = false
       try {
@@ -321,13 +335,14 @@ export class Database {
    */
   private commitBatch(): void {
     this.beginImmediate()
+    const transaction = ++this.transactions
     const batch = this.pendingWrites.splice(0, WRITE_BATCH_MAX)
     // A write alone needs no savepoint: its failure rolls the whole transaction back.
     const isolate = batch.length > 1
     const outcomes: Array<{ write: PendingWrite; tx: SyncTx; ok: boolean; value: unknown }> = []
     let fatal: unknown
     for (const write of batch) {
-      const tx = new SyncTx(this.statements)
+      const tx = new SyncTx(this.statements, transaction)
       if (isolate) this.savepoint.run()
       try {
         const value = write.fn(tx)
@@ -398,7 +413,7 @@ export class Database {
    */
   async readSync<T>(fn: (tx: SyncTx) => T): Promise<T> {
     return this.withConnection(() => {
-      const tx = new SyncTx(this.statements)
+      const tx = new SyncTx(this.statements, 0)
       try {
         return fn(tx)
       } finally {

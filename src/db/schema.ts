@@ -231,7 +231,8 @@ export interface IdempotencyTable {
   createdAt: number
 }
 
-export interface ReplayTable {
+export interface SpentTokenTable {
+  seq: Generated<number>
   iss: string
   jti: string
   expiresAt: number
@@ -263,7 +264,7 @@ export interface DatabaseSchema {
   claim: ClaimTable
   ticket: TicketTable
   idempotency: IdempotencyTable
-  replay: ReplayTable
+  spentToken: SpentTokenTable
   outbox: OutboxTable
   payment: PaymentTable
   refund: RefundTable

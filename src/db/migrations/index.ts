@@ -1,6 +1,7 @@
 import * as init from './001-init.js'
 import * as lifecycle from './002-lifecycle.js'
 import * as checkinCounts from './003-checkin-counts.js'
+import * as spentTokenLog from './004-spent-token-log.js'
 
 /**
  * Ordered list of migrations; the database's `user_version` says how many have run.
@@ -10,4 +11,5 @@ export const migrations: ReadonlyArray<{ name: string; up: string }> = [
   { name: '001-init', up: init.up },
   { name: '002-lifecycle', up: lifecycle.up },
   { name: '003-checkin-counts', up: checkinCounts.up },
+  { name: '004-spent-token-log', up: spentTokenLog.up },
 ]
