@@ -150,7 +150,8 @@ async function measureService(service: Service, app: BenchApp, opts: Options): P
   const warmup = opts.warmupS > 0 ? await runLoad({ ...base, durationMs: opts.warmupS * 1000, nextToken: pool.take }) : undefined
   if (warmup && warmup.errors > 0) throw new Error(`warm-up requests failed: ${warmup.errorSamples.join('\n')}\n${service.output()}`)
   const expected = warmup ? warmup.perSecond : 3000
-  const tokensPreMinted = Math.ceil(expected * opts.durationS * 1.5) + 1000
+  // Twice the warm-up rate: minting during the run would take CPU from the service being measured.
+  const tokensPreMinted = Math.ceil(expected * opts.durationS * 2) + 1000
   process.stderr.write(`  minting ${tokensPreMinted} ${app.alg} tokens\n`)
   pool.fill(tokensPreMinted)
   const usage = sampleUsage(service.process.pid!)
