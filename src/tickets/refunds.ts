@@ -5,9 +5,9 @@ import { newId } from '../util/ids.js'
 import { isoFromMs } from '../util/time.js'
 import { fail } from './errors.js'
 import type { Scope } from './events.js'
-import { enqueueAppEvent } from './outbox.js'
 import {
   checkNotStarted,
+  enqueueTicketEvents,
   eventsOf,
   hasStarted,
   refuseCheckedIn,
@@ -130,28 +130,12 @@ export async function refundTickets(tx: DbConn, req: RefundTicketsRequest, nowMs
   refunded.sort((a, b) => order.get(a.id)! - order.get(b.id)!)
   const views = await viewsOf(tx, refunded, events)
   const refundOf = new Map(refunds.map((r) => [r.paymentId, r]))
-  for (const [index, ticket] of refunded.entries()) {
-    const view = views[index]!
-    await enqueueAppEvent(
-      tx,
-      req.app,
-      scope.environment,
-      'ticket.refunded',
-      {
-        eventId: ticket.eventId,
-        eventUri: events.get(ticket.eventId)?.uri ?? undefined,
-        paymentId: ticket.paymentId,
-        holdId: ticket.holdId ?? undefined,
-        refundId: ticket.refundId,
-        ticket: view,
-        tickets: [view],
-        amount: ticket.unitAmount,
-        currency: refundOf.get(ticket.paymentId!)!.currency,
-        reason: req.reason,
-      },
-      nowMs,
-    )
-  }
+  const change = { environment: scope.environment, type: 'ticket.refunded', reason: req.reason, nowMs }
+  await enqueueTicketEvents(tx, req.app, change, refunded, views, events, (ticket) => ({
+    refundId: ticket.refundId,
+    amount: ticket.unitAmount,
+    currency: refundOf.get(ticket.paymentId!)!.currency,
+  }))
   return { refunds, tickets: views, availability: await remainingOfTiers(tx, tickets, nowMs) }
 }
 

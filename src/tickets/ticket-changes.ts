@@ -1,13 +1,14 @@
 import { syncTxOf, type DbConn } from '../db/index.js'
-import type { EventTable, TicketTable } from '../db/schema.js'
+import type { AppTable, EventTable, TicketTable } from '../db/schema.js'
 import { msFromIso } from '../util/time.js'
 import { addToCounters, loadUsage } from './capacity.js'
 import { fail } from './errors.js'
 import type { Scope } from './events.js'
+import { enqueueAppEvent } from './outbox.js'
 import { ticketView } from './views.js'
 
 // What voids and refunds share: finding the app's tickets, the start-of-event rule, giving
-// sold capacity back, and the answer's shapes.
+// sold capacity back, the answer's shapes and the app's events.
 
 /** The app's tickets, in the order asked; the first unknown id is TicketNotFound. */
 export async function requireTickets(db: DbConn, scope: Scope, ticketIds: string[]): Promise<TicketTable[]> {
@@ -83,4 +84,33 @@ export async function viewsOf(db: DbConn, tickets: TicketTable[], events: Map<st
   return tickets.map((ticket) =>
     ticketView(ticket, { eventUri: events.get(ticket.eventId)?.uri, tierTitle: titleOf.get(ticket.tierId), includeToken: false }),
   )
+}
+
+/**
+ * The app's events of a void or a refund, one per ticket: its event, payment and hold, what
+ * `extra` adds for that ticket, the ticket (also as `tickets: [ticket]`) and the reason.
+ */
+export async function enqueueTicketEvents(
+  tx: DbConn,
+  app: AppTable,
+  change: { environment: string; type: string; reason: string | undefined; nowMs: number },
+  tickets: TicketTable[],
+  views: Array<ReturnType<typeof ticketView>>,
+  events: Map<string, EventTable>,
+  extra: (ticket: TicketTable) => Record<string, unknown> = () => ({}),
+): Promise<void> {
+  for (const [index, ticket] of tickets.entries()) {
+    const view = views[index]!
+    const data = {
+      eventId: ticket.eventId,
+      eventUri: events.get(ticket.eventId)?.uri ?? undefined,
+      paymentId: ticket.paymentId ?? undefined,
+      holdId: ticket.holdId ?? undefined,
+      ...extra(ticket),
+      ticket: view,
+      tickets: [view],
+      reason: change.reason,
+    }
+    await enqueueAppEvent(tx, app, change.environment, change.type, data, change.nowMs)
+  }
 }

@@ -2,9 +2,9 @@ import type { DbConn } from '../db/index.js'
 import type { AppTable, TicketTable } from '../db/schema.js'
 import { fail } from './errors.js'
 import type { Scope } from './events.js'
-import { enqueueAppEvent } from './outbox.js'
 import {
   checkNotStarted,
+  enqueueTicketEvents,
   eventsOf,
   refuseCheckedIn,
   remainingOfTiers,
@@ -49,24 +49,7 @@ export async function voidTickets(tx: DbConn, req: VoidRequest, nowMs: number) {
 
   const voided: TicketTable[] = tickets.map((t) => ({ ...t, status: 'voided', voidedAt: nowMs, statusReason: reason }))
   const views = await viewsOf(tx, voided, events)
-  for (const [index, ticket] of voided.entries()) {
-    const view = views[index]!
-    await enqueueAppEvent(
-      tx,
-      req.app,
-      scope.environment,
-      'ticket.voided',
-      {
-        eventId: ticket.eventId,
-        eventUri: events.get(ticket.eventId)?.uri ?? undefined,
-        paymentId: ticket.paymentId ?? undefined,
-        holdId: ticket.holdId ?? undefined,
-        ticket: view,
-        tickets: [view],
-        reason: req.reason,
-      },
-      nowMs,
-    )
-  }
+  const change = { environment: scope.environment, type: 'ticket.voided', reason: req.reason, nowMs }
+  await enqueueTicketEvents(tx, req.app, change, voided, views, events)
   return { tickets: views, availability: await remainingOfTiers(tx, tickets, nowMs) }
 }
