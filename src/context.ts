@@ -30,6 +30,7 @@ export async function createContext(cfg: ServerConfig, logger: Logger, adminPass
   // A cluster worker leaves checkpoints to the primary (cli.ts), which has no requests to delay.
   const db = new Database(cfg.dbPath, { synchronous: cfg.dbSynchronous, autoCheckpoint: !cluster.isWorker })
   db.migrate()
+  db.recordInstance()
   const didCache = new BoundedDidCache()
   const idResolver = new IdResolver({
     plcUrl: cfg.plcUrl,

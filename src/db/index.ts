@@ -2,6 +2,7 @@ import { mkdirSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import SqliteDatabase from 'better-sqlite3'
 import { Kysely, SqliteDialect, sql, type SqliteDatabase as KyselySqlite } from 'kysely'
+import { recordInstance } from './instances.js'
 import { migrations } from './migrations/index.js'
 import type { DatabaseSchema } from './schema.js'
 import { sleepSync } from '../util/time.js'
@@ -233,11 +234,24 @@ export class Database {
         this.sqlite.pragma(`user_version = ${index + 1}`)
       }
     })
-    // Start-up only: several processes may migrate at once; the first wins, the others wait.
+    // Several processes may migrate at once; the first wins, the others wait.
+    this.waitingAtStart(() => run.immediate())
+  }
+
+  /**
+   * Records this process as a running service instance (see instances.ts), so that work it
+   * leaves pending when it dies is taken over at once. Once, at start, after `migrate`.
+   */
+  recordInstance(): void {
+    this.waitingAtStart(() => recordInstance(this.sqlite))
+  }
+
+  /** Start-up only: runs a write, sleeping while another process holds the lock. */
+  private waitingAtStart<T>(fn: () => T): T {
     const deadline = Date.now() + BUSY_DEADLINE_MS
     for (;;) {
       try {
-        return run.immediate()
+        return fn()
       } catch (err) {
         if (!isBusy(err) || Date.now() > deadline) throw err
         sleepSync(20)

@@ -216,6 +216,13 @@ export interface CheckInTable {
   metadata: string | null
 }
 
+export interface ServiceInstanceTable {
+  /** Random, made when the process opens the database. */
+  id: string
+  pid: number
+  startedAt: number
+}
+
 export interface IdempotencyTable {
   appDid: string
   environment: string
@@ -226,6 +233,11 @@ export interface IdempotencyTable {
   state: string
   /** A random nonce of the request that holds the key: only it may do the work and store the answer. */
   owner: string
+  /**
+   * The service process (`serviceInstance.id`) the owner runs in: once it is gone, the key is
+   * free at once. Null for keys taken before processes were recorded.
+   */
+  ownerInstance: string | null
   /** JSON: { ok: true, body } or { ok: false, status, error, message }. */
   response: string | null
   createdAt: number
@@ -264,6 +276,7 @@ export interface DatabaseSchema {
   claim: ClaimTable
   ticket: TicketTable
   idempotency: IdempotencyTable
+  serviceInstance: ServiceInstanceTable
   spentToken: SpentTokenTable
   outbox: OutboxTable
   payment: PaymentTable

@@ -1,11 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { ExpressionBuilder } from 'kysely'
 import { syncTxOf, type Database, type DatabaseSchema, type DbConn, type SyncTx } from '../db/index.js'
+import { instanceAlive, thisInstance } from '../db/instances.js'
 import { DomainError, fail } from './errors.js'
 
 /** Keys are remembered for 24 h (CONTRACT §5.4). */
 export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
-/** A pending key older than this belongs to a request that died (a crash): it may be taken over. */
+/**
+ * A pending key is taken over at once when the process that took it is gone (a crash), and
+ * after this long in any case: its request is stuck, or the key was taken before processes
+ * were recorded.
+ */
 const ABANDONED_AFTER_MS = 60_000
 
 export interface IdempotencyScope {
@@ -58,6 +63,17 @@ function keyInUse(scope: IdempotencyScope): never {
   return fail('IdempotencyKeyInUse', `a request with idempotencyKey "${scope.key}" is still running: retry in a moment`, 'conflict')
 }
 
+type IdempotencyRecord = DatabaseSchema['idempotency']
+
+/**
+ * Whether the request holding a pending key may still be running. A retry after its process
+ * died must not wait: nothing will ever finish that request.
+ */
+async function pendingIsLive(db: DbConn, record: IdempotencyRecord, nowMs: number): Promise<boolean> {
+  if (nowMs - record.createdAt >= ABANDONED_AFTER_MS) return false
+  return record.ownerInstance === null || (await instanceAlive(db, record.ownerInstance))
+}
+
 async function readRecord(db: DbConn, scope: IdempotencyScope, nowMs: number) {
   return db
     .selectFrom('idempotency')
@@ -83,27 +99,30 @@ export async function claimKey(tx: DbConn, scope: IdempotencyScope, requestHash:
       )
     }
     if (record.state === 'done') return { kind: 'stored', response: JSON.parse(record.response!) as StoredResponse }
-    if (nowMs - record.createdAt < ABANDONED_AFTER_MS) {
+    if (await pendingIsLive(tx, record, nowMs)) {
       keyInUse(scope)
     }
   }
   const owner = randomBytes(16).toString('hex')
+  const pending = { requestHash, state: 'pending', owner, ownerInstance: thisInstance.id, response: null, createdAt: nowMs }
   await tx
     .insertInto('idempotency')
-    .values({ ...scope, requestHash, state: 'pending', owner, response: null, createdAt: nowMs })
-    .onConflict((oc) =>
-      oc.columns(['appDid', 'environment', 'method', 'key']).doUpdateSet({ requestHash, state: 'pending', owner, response: null, createdAt: nowMs }),
-    )
+    .values({ ...scope, ...pending })
+    .onConflict((oc) => oc.columns(['appDid', 'environment', 'method', 'key']).doUpdateSet(pending))
     .execute()
   return { kind: 'claimed', owner }
 }
 
-/** Looks up a finished answer for an exact retry (a replayed token may only receive this). */
+/**
+ * Looks up a finished answer for an exact retry (a replayed token may only receive this). A
+ * key left pending by a request that died has none: nothing will ever store one.
+ */
 export async function findStored(db: DbConn, scope: IdempotencyScope, requestHash: string, nowMs: number): Promise<StoredResponse | null> {
   const record = await readRecord(db, scope, nowMs)
   if (!record || record.requestHash !== requestHash) return null
   if (record.state !== 'done') {
-    keyInUse(scope)
+    if (await pendingIsLive(db, record, nowMs)) keyInUse(scope)
+    return null
   }
   return JSON.parse(record.response!) as StoredResponse
 }
