@@ -10,7 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { expectError, expectOk, settle, type Body } from './helpers/expect.js'
 import { claimFree, newAppWithEvents, recordedEvents, rowsWhere, startSink } from './helpers/lifecycle.js'
 import { mintServiceJwt, xrpc, type AppClient } from './helpers/index.js'
+import { compiled, compileOnly, explain, type Statement } from './helpers/plans.js'
 import { createEventWithTier, newApp, nsid, startWorld, type World } from './helpers/world.js'
+import { CHECKIN_QUERIES } from '../src/tickets/checkins.js'
 
 let world: World
 let otherApp: AppClient
@@ -295,22 +297,24 @@ describe('check-in lists', () => {
 })
 
 describe('query plans of the door', () => {
-  // The SQL kysely compiles src/tickets/checkins.ts's queries to, planned on the service's own database.
-  const queries: Array<[string, string, unknown[]]> = [
-    ['ticket by scan token', 'select * from "ticket" where "ticketToken" = ? and "appDid" = ? and "environment" = ?', ['atmt_x', 'did:plc:x', 'test']],
-    ['admission of a ticket at a list', 'select * from "checkIn" where "ticketId" = ? and "checkInListId" = ?', ['tkt_x', 'cil_x']],
+  // The statements src/tickets/checkins.ts runs (its exported builders, compiled as the service
+  // compiles them), planned on the service's own database.
+  const scope = { appDid: 'did:plc:x', environment: 'test' as const }
+  const queries: Array<[string, Statement]> = [
+    ['ticket by scan token', compiled(CHECKIN_QUERIES.ticketByToken(compileOnly, scope, 'atmt_x'))],
+    ['admission of a ticket at a list', compiled(CHECKIN_QUERIES.admission(compileOnly, 'tkt_x', 'cil_x'))],
+    ['lists of an event with their counts', compiled(CHECKIN_QUERIES.listsOfEvent(compileOnly, { id: 'evt_x', checkInListId: 'cil_x' }, { limit: 50 }))],
     [
-      'lists of an event with their counts',
-      'select "checkInList".*, (select count(*) as "n" from "checkIn" where "checkIn"."checkInListId" = "checkInList"."id") as "checkedInCount" from "checkInList" where "checkInList"."eventId" = ? order by CASE WHEN "checkInList"."id" = ? THEN 0 ELSE 1 END, "checkInList"."id" limit ?',
-      ['evt_x', 'cil_x', 51],
+      'lists of an event with their counts, next page',
+      compiled(CHECKIN_QUERIES.listsOfEvent(compileOnly, { id: 'evt_x', checkInListId: 'cil_x' }, { after: 'cil_y', limit: 50 })),
     ],
   ]
-  for (const [name, query, params] of queries) {
+  for (const [name, statement] of queries) {
     it(`${name}: searched through an index, never a table scan`, () => {
       const db = new Sqlite(world.service.dbPath, { readonly: true, fileMustExist: true })
       try {
-        const plan = (db.prepare(`EXPLAIN QUERY PLAN ${query}`).all(...params) as Array<{ detail: string }>).map((row) => row.detail)
-        console.log(`${name}:\n  ${plan.join('\n  ')}`)
+        const plan = explain(db, statement).map((row) => row.detail)
+        console.log(`${name}:\n  ${statement.sql}\n  ${plan.join('\n  ')}`)
         expect(plan.filter((detail) => /^SCAN /.test(detail)), plan.join('; ')).toStrictEqual([])
         expect(plan.some((detail) => /^SEARCH .* USING /.test(detail)), plan.join('; ')).toBe(true)
       } finally {

@@ -10,7 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { expectOk, type Body } from './helpers/expect.js'
 import type { AppClient, ServiceHandle } from './helpers/index.js'
 import { readOutbox, startEventReceiver, verifyWebhook, waitUntil, type EventReceiver } from './helpers/receiver.js'
+import { compiled, compileOnly, explain } from './helpers/plans.js'
 import { createEventWithTier, newApp, nsid, registerApp, startWorld, type World } from './helpers/world.js'
+import { OUTBOX_QUERIES } from '../src/delivery/deliverer.js'
+import { EXPIRY_QUERIES } from '../src/tickets/expiry.js'
 
 const FAST = {
   ATM_HOLD_SWEEP_MS: '200',
@@ -209,20 +212,16 @@ describe('query plans of the background work', () => {
     await world?.close()
   })
 
-  // The SQL kysely compiles the sweeper's and the deliverer's queries to, parameters bound as
-  // the service binds them.
+  // The sweeper's and the deliverer's statements as they run them (their exported builders,
+  // compiled as the service compiles them).
   it.each([
-    ['due holds (tickets/expiry.ts)', 'select "id" from "hold" where "status" = ? and "expiresAt" <= ? order by "expiresAt" limit ?', ['active', Date.now(), 25], /hold_active_expiry/],
-    ['earliest due event (delivery/deliverer.ts)', 'select min("nextAttemptAt") as "due" from "outbox" where "deliveredAt" is null', [], /outbox_due/],
-    [
-      'claim due events (delivery/deliverer.ts)',
-      'update "outbox" set "nextAttemptAt" = ?, "attempts" = attempts + 1 where "seq" in (select "seq" from "outbox" where "deliveredAt" is null and "nextAttemptAt" <= ? order by "nextAttemptAt" limit ?) returning *',
-      [Date.now() + 50_000, Date.now(), 16],
-      /outbox_due/,
-    ],
-  ] as const)('%s uses its index', (_name, sql, params, index) => {
-    const plan = (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as Array<{ detail: string }>).map((row) => row.detail)
-    console.log(`-- ${_name}\n${sql}\n${plan.join('\n')}\n`)
+    ['due holds (tickets/expiry.ts)', () => compiled(EXPIRY_QUERIES.dueHolds(compileOnly, Date.now())), /hold_active_expiry/],
+    ['earliest due event (delivery/deliverer.ts)', () => compiled(OUTBOX_QUERIES.earliestDue(compileOnly)), /outbox_due/],
+    ['claim due events (delivery/deliverer.ts)', () => compiled(OUTBOX_QUERIES.claimDue(compileOnly, Date.now(), Date.now() + 50_000, 16)), /outbox_due/],
+  ] as const)('%s uses its index', (_name, statementOf, index) => {
+    const statement = statementOf()
+    const plan = explain(db, statement).map((row) => row.detail)
+    console.log(`-- ${_name}\n${statement.sql}\n${plan.join('\n')}\n`)
     expect(plan.some((detail) => index.test(detail)), plan.join('\n')).toBe(true)
     expect(plan.filter((detail) => /^SCAN /.test(detail) || /TEMP B-TREE/.test(detail)), plan.join('\n')).toEqual([])
   })

@@ -1,5 +1,5 @@
 import { sql, type Selectable } from 'kysely'
-import type { Database } from '../db/index.js'
+import type { Database, DbConn } from '../db/index.js'
 import type { OutboxTable } from '../db/schema.js'
 import type { Logger } from '../logger.js'
 import { getApp } from '../tickets/apps.js'
@@ -7,6 +7,24 @@ import { onOutboxWrite } from '../tickets/outbox.js'
 import { DeliveryFailure, type EventTransports } from './transports.js'
 
 type OutboxRow = Selectable<OutboxTable>
+
+/** The deliverer's hot statements, as it runs them (the query-plan tests EXPLAIN these). */
+export const OUTBOX_QUERIES = {
+  earliestDue: (db: DbConn) =>
+    db
+      .selectFrom('outbox')
+      .select((eb) => eb.fn.min('nextAttemptAt').as('due'))
+      .where('deliveredAt', 'is', null),
+  /** Takes up to `limit` rows due at `now` until `leaseUntil`, counting the attempt. */
+  claimDue: (db: DbConn, now: number, leaseUntil: number, limit: number) =>
+    db
+      .updateTable('outbox')
+      .set({ nextAttemptAt: leaseUntil, attempts: sql`attempts + 1` })
+      .where('seq', 'in', (eb) =>
+        eb.selectFrom('outbox').select('seq').where('deliveredAt', 'is', null).where('nextAttemptAt', '<=', now).orderBy('nextAttemptAt').limit(limit),
+      )
+      .returningAll(),
+}
 
 /** Sends in flight at once in one process: a slow app must not hold up every other app. */
 const MAX_IN_FLIGHT = 16
@@ -127,11 +145,7 @@ export class OutboxDeliverer {
   }
 
   private async earliestDue(): Promise<number | null> {
-    const row = await this.db.db
-      .selectFrom('outbox')
-      .select((eb) => eb.fn.min('nextAttemptAt').as('due'))
-      .where('deliveredAt', 'is', null)
-      .executeTakeFirst()
+    const row = await OUTBOX_QUERIES.earliestDue(this.db.db).executeTakeFirst()
     return row?.due ?? null
   }
 
@@ -139,20 +153,7 @@ export class OutboxDeliverer {
   private async claim(limit: number): Promise<OutboxRow[]> {
     return this.db.retryBusy(() => {
       const now = Date.now()
-      return this.db.db
-        .updateTable('outbox')
-        .set({ nextAttemptAt: now + this.leaseMs, attempts: sql`attempts + 1` })
-        .where('seq', 'in', (eb) =>
-          eb
-            .selectFrom('outbox')
-            .select('seq')
-            .where('deliveredAt', 'is', null)
-            .where('nextAttemptAt', '<=', now)
-            .orderBy('nextAttemptAt')
-            .limit(limit),
-        )
-        .returningAll()
-        .execute()
+      return OUTBOX_QUERIES.claimDue(this.db.db, now, now + this.leaseMs, limit).execute()
     })
   }
 

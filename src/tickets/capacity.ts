@@ -36,6 +36,15 @@ function countedExpired(db: DbConn, column: 'tierId' | 'capacityGroupId', ids: s
   return db.selectFrom('holdItem').where('counted', '=', 1).where(column, 'in', ids).where('expiresAt', '<=', nowMs)
 }
 
+/** This module's kysely statements, as the service runs them (the query-plan tests EXPLAIN these). */
+export const CAPACITY_QUERIES = {
+  expiredUnits: (db: DbConn, column: 'tierId' | 'capacityGroupId', ids: string[], nowMs: number) =>
+    countedExpired(db, column, ids, nowMs)
+      .select([`${column} as id`, sql<number>`SUM(quantity)`.as('units')])
+      .groupBy(column),
+  groupsById: (db: DbConn, groupIds: string[]) => db.selectFrom('capacityGroup').selectAll().where('id', 'in', groupIds),
+}
+
 async function expiredUnitsBy(
   db: DbConn,
   column: 'tierId' | 'capacityGroupId',
@@ -43,10 +52,7 @@ async function expiredUnitsBy(
   nowMs: number,
 ): Promise<Map<string, number>> {
   if (ids.length === 0) return new Map()
-  const rows = await countedExpired(db, column, ids, nowMs)
-    .select([`${column} as id`, sql<number>`SUM(quantity)`.as('units')])
-    .groupBy(column)
-    .execute()
+  const rows = await CAPACITY_QUERIES.expiredUnits(db, column, ids, nowMs).execute()
   return new Map(rows.map((row) => [row.id as string, Number(row.units)]))
 }
 
@@ -178,7 +184,7 @@ export async function loadUsage(
 ): Promise<{ tiers: TierWithUsage[]; groups: Map<string, CapacityGroupTable & { usage: Usage }> }> {
   const groupIds = [...new Set(tiers.map((t) => t.capacityGroupId).filter((id): id is string => !!id))]
   const groupRows = groupIds.length
-    ? await db.selectFrom('capacityGroup').selectAll().where('id', 'in', groupIds).execute()
+    ? await CAPACITY_QUERIES.groupsById(db, groupIds).execute()
     : []
   return withUsage(db, tiers, groupRows, nowMs)
 }

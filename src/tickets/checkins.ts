@@ -15,13 +15,37 @@ export type InvalidReason = 'not_found' | 'voided' | 'refunded' | 'wrong_event'
 
 /** A scan token is a bearer secret of one app: another app's, or another environment's, is simply not found. */
 export async function findTicketByToken(db: DbConn, scope: Scope, ticketToken: string): Promise<TicketTable | undefined> {
-  return db
-    .selectFrom('ticket')
-    .selectAll()
-    .where('ticketToken', '=', ticketToken)
-    .where('appDid', '=', scope.appDid)
-    .where('environment', '=', scope.environment)
-    .executeTakeFirst()
+  return CHECKIN_QUERIES.ticketByToken(db, scope, ticketToken).executeTakeFirst()
+}
+
+/** The door's kysely reads, as the service runs them (the query-plan tests EXPLAIN these). */
+export const CHECKIN_QUERIES = {
+  ticketByToken: (db: DbConn, scope: Scope, ticketToken: string) =>
+    db
+      .selectFrom('ticket')
+      .selectAll()
+      .where('ticketToken', '=', ticketToken)
+      .where('appDid', '=', scope.appDid)
+      .where('environment', '=', scope.environment),
+  admission: (db: DbConn, ticketId: string, checkInListId: string) =>
+    db.selectFrom('checkIn').selectAll().where('ticketId', '=', ticketId).where('checkInListId', '=', checkInListId),
+  /** One page (and one row more) of an event's lists with their counts, the event's own list first. */
+  listsOfEvent: (db: DbConn, event: Pick<EventTable, 'id' | 'checkInListId'>, q: { after?: string; limit: number }) => {
+    const isDefault = sql<number>`CASE WHEN "checkInList"."id" = ${event.checkInListId} THEN 0 ELSE 1 END`
+    let query = db
+      .selectFrom('checkInList')
+      .selectAll('checkInList')
+      .select((eb) =>
+        eb.selectFrom('checkIn').select(eb.fn.countAll<number>().as('n')).whereRef('checkIn.checkInListId', '=', 'checkInList.id').as('checkedInCount'),
+      )
+      .where('checkInList.eventId', '=', event.id)
+    if (q.after !== undefined) {
+      // The event's own list leads the first page, so any cursor is past it.
+      query = query.where('checkInList.id', '!=', event.checkInListId)
+      if (q.after !== event.checkInListId) query = query.where('checkInList.id', '>', q.after)
+    }
+    return query.orderBy(isDefault).orderBy('checkInList.id').limit(q.limit + 1)
+  },
 }
 
 function unusableReason(ticket: TicketTable): InvalidReason | null {
@@ -31,12 +55,7 @@ function unusableReason(ticket: TicketTable): InvalidReason | null {
 }
 
 async function findCheckIn(db: DbConn, ticketId: string, checkInListId: string): Promise<CheckInTable | undefined> {
-  return db
-    .selectFrom('checkIn')
-    .selectAll()
-    .where('ticketId', '=', ticketId)
-    .where('checkInListId', '=', checkInListId)
-    .executeTakeFirst()
+  return CHECKIN_QUERIES.admission(db, ticketId, checkInListId).executeTakeFirst()
 }
 
 function checkInView(row: CheckInTable): Defs.CheckIn {
@@ -190,21 +209,7 @@ function decodeListCursor(cursor: string | undefined): string | undefined {
 /** An event's lists: its own first, then the others in id order (a stable order to page through). */
 export async function listCheckInLists(db: DbConn, scope: Scope, q: { eventId: string; limit: number; cursor?: string }) {
   const event = await requireOwnEvent(db, scope, q.eventId)
-  const after = decodeListCursor(q.cursor)
-  const isDefault = sql<number>`CASE WHEN "checkInList"."id" = ${event.checkInListId} THEN 0 ELSE 1 END`
-  let query = db
-    .selectFrom('checkInList')
-    .selectAll('checkInList')
-    .select((eb) =>
-      eb.selectFrom('checkIn').select(eb.fn.countAll<number>().as('n')).whereRef('checkIn.checkInListId', '=', 'checkInList.id').as('checkedInCount'),
-    )
-    .where('checkInList.eventId', '=', event.id)
-  if (after !== undefined) {
-    // The event's own list leads the first page, so any cursor is past it.
-    query = query.where('checkInList.id', '!=', event.checkInListId)
-    if (after !== event.checkInListId) query = query.where('checkInList.id', '>', after)
-  }
-  const rows = await query.orderBy(isDefault).orderBy('checkInList.id').limit(q.limit + 1).execute()
+  const rows = await CHECKIN_QUERIES.listsOfEvent(db, event, { after: decodeListCursor(q.cursor), limit: q.limit }).execute()
   const more = rows.length > q.limit
   const page = more ? rows.slice(0, q.limit) : rows
   const last = page[page.length - 1]

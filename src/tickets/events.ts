@@ -22,14 +22,14 @@ export function checkEventStatus(status: string | undefined): void {
 }
 
 /** Another app's event, or one of the other environment, is "not found", never "forbidden". */
+/** This module's hot kysely read, as the service runs it (the query-plan tests EXPLAIN it). */
+export const EVENT_QUERIES = {
+  event: (db: DbConn, scope: Scope, eventId: string) =>
+    db.selectFrom('event').selectAll().where('id', '=', eventId).where('appDid', '=', scope.appDid).where('environment', '=', scope.environment),
+}
+
 export async function getEvent(db: DbConn, scope: Scope, eventId: string): Promise<EventTable | undefined> {
-  return db
-    .selectFrom('event')
-    .selectAll()
-    .where('id', '=', eventId)
-    .where('appDid', '=', scope.appDid)
-    .where('environment', '=', scope.environment)
-    .executeTakeFirst()
+  return EVENT_QUERIES.event(db, scope, eventId).executeTakeFirst()
 }
 
 export async function getEventByUri(db: DbConn, scope: Scope, uri: string): Promise<EventTable | undefined> {

@@ -75,12 +75,7 @@ async function pendingIsLive(db: DbConn, record: IdempotencyRecord, nowMs: numbe
 }
 
 async function readRecord(db: DbConn, scope: IdempotencyScope, nowMs: number) {
-  return db
-    .selectFrom('idempotency')
-    .selectAll()
-    .where((eb) => keyIs(eb, scope))
-    .where('createdAt', '>', nowMs - IDEMPOTENCY_TTL_MS)
-    .executeTakeFirst()
+  return IDEMPOTENCY_QUERIES.record(db, scope, nowMs).executeTakeFirst()
 }
 
 /**
@@ -132,6 +127,19 @@ function ownedBy(scope: IdempotencyScope, owner: string) {
   return (eb: IdempotencyFilter) => eb.and([keyIs(eb, scope), eb('state', '=', 'pending'), eb('owner', '=', owner)])
 }
 
+/** This module's statements, as the service runs them (the query-plan tests EXPLAIN these). */
+export const IDEMPOTENCY_QUERIES = {
+  record: (db: DbConn, scope: IdempotencyScope, nowMs: number) =>
+    db
+      .selectFrom('idempotency')
+      .selectAll()
+      .where((eb) => keyIs(eb, scope))
+      .where('createdAt', '>', nowMs - IDEMPOTENCY_TTL_MS),
+  store: (tx: DbConn, scope: IdempotencyScope, owner: string, response: StoredResponse) =>
+    tx.updateTable('idempotency').set({ state: 'done', response: JSON.stringify(response) }).where(ownedBy(scope, owner)),
+  purge: (db: DbConn, nowMs: number) => db.deleteFrom('idempotency').where('createdAt', '<', nowMs - IDEMPOTENCY_TTL_MS),
+}
+
 /**
  * Whether this request still holds its key. A request that stalled past the abandonment
  * delay may have lost it to a retry, which then did the work: it must not do it again.
@@ -142,11 +150,7 @@ export async function stillOwned(tx: DbConn, scope: IdempotencyScope, owner: str
 }
 
 export async function storeResponse(tx: DbConn, scope: IdempotencyScope, owner: string, response: StoredResponse): Promise<void> {
-  await tx
-    .updateTable('idempotency')
-    .set({ state: 'done', response: JSON.stringify(response) })
-    .where(ownedBy(scope, owner))
-    .execute()
+  await IDEMPOTENCY_QUERIES.store(tx, scope, owner, response).execute()
 }
 
 /** Frees a key whose request failed for a reason that is not a named answer (a 500). */
@@ -160,7 +164,7 @@ export function replayStored(response: StoredResponse): Record<string, unknown> 
 }
 
 export async function purgeExpiredKeys(db: DbConn, nowMs = Date.now()): Promise<void> {
-  await db.deleteFrom('idempotency').where('createdAt', '<', nowMs - IDEMPOTENCY_TTL_MS).execute()
+  await IDEMPOTENCY_QUERIES.purge(db, nowMs).execute()
 }
 
 /**

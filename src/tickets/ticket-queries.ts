@@ -33,22 +33,47 @@ function page(rows: TicketTable[], limit: number) {
 }
 
 /** A buyer's (or a payment's) tickets, with their scan tokens: only the buyer's app asks. */
+/**
+ * One page of tickets (one row more than `limit`, to know whether another page follows), as
+ * the service reads it; the query-plan tests EXPLAIN these.
+ */
+export const TICKET_QUERIES = {
+  buyerTickets: (db: DbConn, scope: Scope, q: { buyerDid?: string; paymentId?: string; after?: string; limit: number }) => {
+    let query = db.selectFrom('ticket').selectAll().where('appDid', '=', scope.appDid).where('environment', '=', scope.environment)
+    if (q.buyerDid) query = query.where('buyerDid', '=', q.buyerDid)
+    if (q.paymentId) query = query.where('paymentId', '=', q.paymentId)
+    if (q.after) query = query.where('id', '>', q.after)
+    return query.orderBy('id').limit(q.limit + 1)
+  },
+  organizerTickets: (db: DbConn, scope: Scope, q: { organizerDid?: string; eventId?: string; after?: string; limit: number }) => {
+    let query = db
+      .selectFrom('ticket')
+      .selectAll('ticket')
+      .where('ticket.appDid', '=', scope.appDid)
+      .where('ticket.environment', '=', scope.environment)
+    if (q.eventId) query = query.where('ticket.eventId', '=', q.eventId)
+    if (q.organizerDid) {
+      query = query.where('ticket.eventId', 'in', (eb) =>
+        eb
+          .selectFrom('event')
+          .select('event.id')
+          .where('event.organizerDid', '=', q.organizerDid!)
+          .where('event.appDid', '=', scope.appDid)
+          .where('event.environment', '=', scope.environment),
+      )
+    }
+    if (q.after) query = query.where('ticket.id', '>', q.after)
+    return query.orderBy('ticket.id').limit(q.limit + 1)
+  },
+}
+
 export async function listBuyerTickets(
   db: DbConn,
   scope: Scope,
   q: { buyerDid?: string; paymentId?: string; limit: number; cursor?: string },
 ) {
   if (!q.buyerDid && !q.paymentId) fail('InvalidRequest', 'give buyerDid or paymentId')
-  const after = decodeCursor(q.cursor)
-  let query = db
-    .selectFrom('ticket')
-    .selectAll()
-    .where('appDid', '=', scope.appDid)
-    .where('environment', '=', scope.environment)
-  if (q.buyerDid) query = query.where('buyerDid', '=', q.buyerDid)
-  if (q.paymentId) query = query.where('paymentId', '=', q.paymentId)
-  if (after) query = query.where('id', '>', after)
-  const rows = await query.orderBy('id').limit(q.limit + 1).execute()
+  const rows = await TICKET_QUERIES.buyerTickets(db, scope, { ...q, after: decodeCursor(q.cursor) }).execute()
   const { pageRows, cursor } = page(rows, q.limit)
   return { tickets: await decorate(db, pageRows, true), cursor }
 }
@@ -66,24 +91,7 @@ export async function listOrganizerTickets(
       fail('EventNotFound', `no ticketed event ${q.eventId} for this app in ${scope.environment}`)
     }
   }
-  let query = db
-    .selectFrom('ticket')
-    .selectAll('ticket')
-    .where('ticket.appDid', '=', scope.appDid)
-    .where('ticket.environment', '=', scope.environment)
-  if (q.eventId) query = query.where('ticket.eventId', '=', q.eventId)
-  if (q.organizerDid) {
-    query = query.where('ticket.eventId', 'in', (eb) =>
-      eb
-        .selectFrom('event')
-        .select('event.id')
-        .where('event.organizerDid', '=', q.organizerDid!)
-        .where('event.appDid', '=', scope.appDid)
-        .where('event.environment', '=', scope.environment),
-    )
-  }
-  if (after) query = query.where('ticket.id', '>', after)
-  const rows = await query.orderBy('ticket.id').limit(q.limit + 1).execute()
+  const rows = await TICKET_QUERIES.organizerTickets(db, scope, { ...q, after }).execute()
   const { pageRows, cursor } = page(rows, q.limit)
   return { tickets: await decorate(db, pageRows, false), cursor }
 }

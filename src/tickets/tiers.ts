@@ -12,14 +12,24 @@ import { requireOrganizer } from './organizers.js'
 export const TIER_STATUSES = ['active', 'paused', 'archived'] as const
 const GROUP_STATUSES = ['active', 'archived'] as const
 
+/** This module's kysely reads, as the service runs them (the query-plan tests EXPLAIN these). */
+export const TIER_QUERIES = {
+  tier: (db: DbConn, scope: Scope, tierId: string) =>
+    db.selectFrom('tier').selectAll().where('id', '=', tierId).where('appDid', '=', scope.appDid).where('environment', '=', scope.environment),
+  group: (db: DbConn, scope: Scope, groupId: string) =>
+    db
+      .selectFrom('capacityGroup')
+      .selectAll()
+      .where('id', '=', groupId)
+      .where('appDid', '=', scope.appDid)
+      .where('environment', '=', scope.environment),
+  tiersOfEvent: (db: DbConn, eventId: string) => db.selectFrom('tier').selectAll().where('eventId', '=', eventId).orderBy('createdAt').orderBy('id'),
+  groupsOfEvent: (db: DbConn, eventId: string) =>
+    db.selectFrom('capacityGroup').selectAll().where('eventId', '=', eventId).orderBy('createdAt').orderBy('id'),
+}
+
 export async function getTier(db: DbConn, scope: Scope, tierId: string): Promise<TierTable | undefined> {
-  return db
-    .selectFrom('tier')
-    .selectAll()
-    .where('id', '=', tierId)
-    .where('appDid', '=', scope.appDid)
-    .where('environment', '=', scope.environment)
-    .executeTakeFirst()
+  return TIER_QUERIES.tier(db, scope, tierId).executeTakeFirst()
 }
 
 export async function requireTier(db: DbConn, scope: Scope, tierId: string): Promise<TierTable> {
@@ -29,13 +39,7 @@ export async function requireTier(db: DbConn, scope: Scope, tierId: string): Pro
 }
 
 export async function getGroup(db: DbConn, scope: Scope, groupId: string): Promise<CapacityGroupTable | undefined> {
-  return db
-    .selectFrom('capacityGroup')
-    .selectAll()
-    .where('id', '=', groupId)
-    .where('appDid', '=', scope.appDid)
-    .where('environment', '=', scope.environment)
-    .executeTakeFirst()
+  return TIER_QUERIES.group(db, scope, groupId).executeTakeFirst()
 }
 
 export async function groupWithUsage(db: DbConn, group: CapacityGroupTable, nowMs: number) {
@@ -304,14 +308,8 @@ export interface Availability {
 }
 
 export async function eventAvailability(db: DbConn, event: EventTable, nowMs: number): Promise<Availability> {
-  const tierRows = await db.selectFrom('tier').selectAll().where('eventId', '=', event.id).orderBy('createdAt').orderBy('id').execute()
-  const groupRows = await db
-    .selectFrom('capacityGroup')
-    .selectAll()
-    .where('eventId', '=', event.id)
-    .orderBy('createdAt')
-    .orderBy('id')
-    .execute()
+  const tierRows = await TIER_QUERIES.tiersOfEvent(db, event.id).execute()
+  const groupRows = await TIER_QUERIES.groupsOfEvent(db, event.id).execute()
   const { tiers, groups } = await withUsage(db, tierRows, groupRows, nowMs)
   const available = tiers.some(
     (t) => t.remaining > 0 && isOnSale(t.tier, event.status, t.group?.status ?? null, nowMs),
