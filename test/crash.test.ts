@@ -372,9 +372,19 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
     expect(answered.filter((s) => s.outcome.status !== 200).map((s) => describeOutcome(s.outcome)), JSON.stringify(counts)).toEqual([])
     expect(okCount).toBeGreaterThan(0)
 
+    // A clean stop finishes or gives back every key it took: none is left pending in the file
+    // (a retry would take such a key over at once, so only the file shows it).
+    const db = openDb(world.service.dbPath)
+    try {
+      const pending = db.prepare("SELECT key FROM idempotency WHERE state = 'pending' AND key LIKE ?").all(`graceful-${workers}-%`)
+      expect(pending, 'keys left pending by a graceful stop').toEqual([])
+    } finally {
+      db.close()
+    }
+
     // Which unanswered requests had the service taken? Retry each with its idempotencyKey:
-    // a stored answer (reused) or a key still pending (IdempotencyKeyInUse) means the service
-    // accepted the request and then dropped the connection without answering.
+    // a stored answer (reused) means the service did the work and then dropped the connection
+    // without answering.
     await world.service.restart()
     const unanswered = sent.filter((s) => s.outcome.status === -1)
     const retried = await pool(unanswered, IN_FLIGHT, async (s) => ({ s, res: await settle(world.app.call(HOLD, s.body)) }))

@@ -148,7 +148,7 @@ describe('webhook URLs with the SSRF protection on (ATM_DEV_MODE=false)', () => 
   it('clearing webhookUrl turns webhook delivery off; the secret is not answered again', async () => {
     const did = 'did:plc:clearingwebhookurl0001'
     const created = await registerApp(service, { did, name: 'hooked', webhookUrl: 'https://hooks.example.com/a' })
-    expect(created.body.webhookSecret).toBeDefined()
+    expect(created.body.webhookSecret).toMatch(/^whsec_[A-Za-z0-9_-]{43}$/)
     const cleared = await registerApp(service, { did, webhookUrl: null })
     expect(cleared.status, JSON.stringify(cleared.body)).toBe(200)
     expect(cleared.body.app.webhookUrl).toBeUndefined()

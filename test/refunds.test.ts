@@ -50,6 +50,14 @@ async function statuses(tickets: Body[], app: AppClient = world.app): Promise<st
   )
 }
 
+/** An ISO 8601 UTC timestamp (as toISOString writes it) taken while the request was under way. */
+function expectTimestampWithin(value: unknown, fromMs: number, toMs: number): void {
+  expect(value).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/)
+  const ms = Date.parse(value as string)
+  expect(ms, `${value as string} within the request`).toBeGreaterThanOrEqual(fromMs)
+  expect(ms, `${value as string} within the request`).toBeLessThanOrEqual(toMs)
+}
+
 const pastIso = () => new Date(Date.now() - 60 * 60 * 1000).toISOString()
 const futureIso = () => new Date(Date.now() + 24 * 60 * 60 * 1000).toISOString()
 
@@ -59,11 +67,13 @@ describe('voidTickets', () => {
     const { eventId, tierId, tickets } = await claimFree(world, 3, { app, quantityTotal: 5, groupCapacity: 4 })
     expect(await tierUsage(app, eventId, tierId)).toMatchObject({ sold: 3, remaining: 1, groupSold: 3 })
 
+    const sentAt = Date.now()
     const voided = expectOk(await voidTickets({ ticketIds: ids(tickets.slice(0, 2)), reason: 'duplicate signup' }, app))
+    const answeredAt = Date.now()
     expect(voided.tickets).toHaveLength(2)
     for (const [index, ticket] of voided.tickets.entries()) {
       expect(ticket).toMatchObject({ id: tickets[index]!.id, status: 'voided', statusReason: 'duplicate signup' })
-      expect(ticket.voidedAt).toBeDefined()
+      expectTimestampWithin(ticket.voidedAt, sentAt, answeredAt)
       expect(ticket.ticketToken).toBeUndefined()
     }
     expect(voided.availability).toStrictEqual([{ tierId, remaining: 3 }])
@@ -146,7 +156,9 @@ describe('refundTickets', () => {
     const { eventId, tierId, paymentId, tickets } = await buyPaid(world, 3, { app, unitAmount: 1500, quantityTotal: 5, groupCapacity: 4 })
     expect(await tierUsage(app, eventId, tierId)).toMatchObject({ sold: 3, remaining: 1, groupSold: 3 })
 
+    const sentAt = Date.now()
     const answer = expectOk(await refundTickets({ paymentId, reason: 'event moved' }, app))
+    const answeredAt = Date.now()
     expect(answer.refunds).toHaveLength(1)
     const refund = answer.refunds[0]
     expect(refund).toMatchObject({
@@ -162,7 +174,7 @@ describe('refundTickets', () => {
     expect([...refund.ticketIds].sort()).toStrictEqual(ids(tickets).sort())
     for (const ticket of answer.tickets) {
       expect(ticket).toMatchObject({ status: 'refunded', refundId: refund.id, paymentId, statusReason: 'event moved' })
-      expect(ticket.refundedAt).toBeDefined()
+      expectTimestampWithin(ticket.refundedAt, sentAt, answeredAt)
     }
     expect(answer.availability).toStrictEqual([{ tierId, remaining: 4 }])
     expect(await tierUsage(app, eventId, tierId)).toMatchObject({ sold: 0, remaining: 4, groupSold: 0 })
