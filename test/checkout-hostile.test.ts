@@ -8,6 +8,7 @@ import Sqlite from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { abortedUpload, checkoutLink, payHold, paymentIdOf, rawRequest, submitCheckout } from './helpers/checkout.js'
 import { expectError, expectOk, type Body } from './helpers/expect.js'
+import { startService, type ServiceHandle } from './helpers/service.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
 
 let world: World
@@ -123,6 +124,28 @@ describe('redirect URLs of a hold', () => {
     })
     expect(hold.holdId).toMatch(/^hold_/)
     expect(await tierUsage(eventId, tierId)).toEqual({ held: 2, sold: 0, remaining: 0 })
+  })
+
+  it('outside dev mode a stored http returnUrl is not followed: the paid buyer is sent to their tickets', async () => {
+    // Dev mode accepts http; the same database then served without it, as when an operator
+    // turns dev mode off with holds still open.
+    const dev = await startWorld({ workers: 1 })
+    let prod: ServiceHandle | undefined
+    try {
+      const { tierId } = await createEventWithTier(dev, { quantityTotal: 3 })
+      const hold = expectOk(await dev.app.call(nsid('createTicketHold'), { items: [{ tierId, quantity: 1 }], returnUrl: 'http://app.example/done' }))
+      expect(await dev.service.stop()).toBe(0)
+      prod = await startService({ plcUrl: dev.plc.url, db: dev.service.dbPath, port: dev.service.port, devMode: false, workers: 1 })
+      const location = await payHold(hold.url)
+      expect(location).toMatch(new RegExp(`^${prod.url}/tickets/pay_[A-Za-z0-9]+\\?key=`))
+      const page = await fetch(location)
+      expect(page.status).toBe(200)
+      expect(await page.text()).toContain('Your tickets (1)')
+      expect(prod.jsonLogs().filter((line) => (line.level as number) > 30)).toEqual([])
+    } finally {
+      await prod?.close()
+      await dev.close()
+    }
   })
 
   it.each(BAD_REDIRECTS)('a stored returnUrl %s is not followed: the paid buyer is sent to their tickets', async (value) => {
