@@ -1,12 +1,14 @@
 // The checkout page in a real browser (Debian's chromium through playwright-core): paying by
 // keyboard on a phone-sized screen, a declined card, cancel, a hold that expires while the
-// page is open, and a double click on Pay. It also writes the README's screenshot.
+// page is open, a second click on Pay with and without the page's script, and a stored
+// returnUrl that cannot be followed. It also writes the README's screenshot.
 import { copyFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Browser, Page } from 'playwright-core'
+import Sqlite from 'better-sqlite3'
+import type { Browser, Locator, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { launchBrowser } from './helpers/browser.js'
-import { checkoutLink, paymentIdOf } from './helpers/checkout.js'
+import { paymentIdOf } from './helpers/checkout.js'
 import { expectOk, type Body } from './helpers/expect.js'
 import { REPO_ROOT } from './helpers/service.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
@@ -22,7 +24,8 @@ let fastWorld: World // holds live 4 s
 let browser: Browser
 
 beforeAll(async () => {
-  ;[world, fastWorld, browser] = await Promise.all([startWorld(), startWorld({ holdTtlSeconds: 4 }), launchBrowser()])
+  // At debug the service logs every request it answered: how a test sees what reached it.
+  ;[world, fastWorld, browser] = await Promise.all([startWorld({ logLevel: 'debug' }), startWorld({ holdTtlSeconds: 4 }), launchBrowser()])
 })
 afterAll(async () => {
   await Promise.all([browser?.close(), world?.close(), fastWorld?.close()])
@@ -37,10 +40,10 @@ function concertTier(w: World, quantityTotal: number) {
 }
 
 /** Fills the form as a buyer would and presses Pay; resolves once the answer page loaded. */
-async function payOnPage(page: Page, email: string, cardNumber: string, click: 'click' | 'dblclick' = 'click') {
+async function payOnPage(page: Page, email: string, cardNumber: string) {
   await page.getByLabel('Email').fill(email)
   await page.getByLabel('Card number').fill(cardNumber)
-  await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: /^Pay/ })[click]()])
+  await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: /^Pay/ }).click()])
 }
 
 async function newHold(w: World, tierId: string, quantity: number, extra: Body = {}) {
@@ -56,9 +59,47 @@ async function remaining(w: World, eventId: string, tierId: string): Promise<num
   return availability.tiers.find((t: Body) => t.id === tierId).remaining
 }
 
-async function phonePage(): Promise<Page> {
-  const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 2, isMobile: true, hasTouch: true })
+async function phonePage(opts: { javaScriptEnabled?: boolean } = {}): Promise<Page> {
+  const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 2, isMobile: true, hasTouch: true, ...opts })
   return context.newPage()
+}
+
+/**
+ * A slow connection for the checkout's form posts: each one reaches the service at once, but
+ * the browser gets no answer until `release()`, so a second click lands on a page still
+ * waiting for the first, as on a phone with a poor signal.
+ */
+async function slowCheckoutAnswers(page: Page) {
+  let release!: () => void
+  const released = new Promise<void>((resolve) => (release = resolve))
+  const posts: string[] = []
+  const locations: string[] = []
+  await page.route('**/checkout/*', async (route) => {
+    if (route.request().method() !== 'POST') return route.continue()
+    posts.push(route.request().url())
+    const response = await route.fetch({ maxRedirects: 0 })
+    const location = response.headers()['location']
+    if (location) locations.push(location)
+    await released
+    // The browser has given up on an answer whose navigation a second submit replaced.
+    await route.fulfill({ response }).catch(() => {})
+  })
+  return { posts, locations, release }
+}
+
+/**
+ * Where to click on an element with the mouse: a locator's click waits for a navigation in
+ * progress to finish, and a second click must land while the first one's is still pending.
+ */
+async function centerOf(locator: Locator): Promise<{ x: number; y: number }> {
+  await locator.scrollIntoViewIfNeeded()
+  const box = (await locator.boundingBox())!
+  return { x: box.x + box.width / 2, y: box.y + box.height / 2 }
+}
+
+/** The form posts to a hold's checkout that the service answered, as its request log lists them. */
+function checkoutPostsServed(w: World, holdId: string) {
+  return w.service.jsonLogs().filter((line) => line.msg === 'request' && line.method === 'POST' && line.path === `/checkout/${holdId}`)
 }
 
 describe('checkout in a browser', () => {
@@ -157,19 +198,81 @@ describe('checkout in a browser', () => {
     await page.context().close()
   })
 
-  it('a double click on Pay makes one payment', async () => {
+  it('a second click on Pay while the first is on its way sends nothing: the page\'s script holds it back', async () => {
     const { eventId, tierId } = await concertTier(world, 10)
     const hold = await newHold(world, tierId, 3)
     const page = await phonePage()
+    const network = await slowCheckoutAnswers(page)
     await page.goto(hold.url)
-    await payOnPage(page, 'twice@example.com', '4242 4242 4242 4242', 'dblclick')
-    await page.waitForURL(/\/tickets\/pay_/)
+    await page.getByLabel('Email').fill('twice@example.com')
+    await page.getByLabel('Card number').fill('4242 4242 4242 4242')
+    const pay = await centerOf(page.getByRole('button', { name: /^Pay/ }))
+    await page.mouse.click(pay.x, pay.y)
+    await expect.poll(() => network.posts.length).toBe(1)
+    await page.mouse.click(pay.x, pay.y) // the page is still waiting for the first answer
+    network.release()
+    // Had the second been sent, it would have replaced the first's navigation before this.
+    await expect.poll(() => page.url(), { timeout: 10_000 }).toMatch(/\/tickets\/pay_/)
+    expect(network.posts).toHaveLength(1)
+    await expect.poll(() => checkoutPostsServed(world, hold.holdId).length).toBe(1)
     const paymentId = paymentIdOf(page.url())
+    const all = expectOk(await world.app.call(nsid('listOrganizerTickets'), { eventId, limit: 100 })).tickets as Body[]
+    expect(all).toHaveLength(3)
+    expect(new Set(all.map((t) => t.paymentId))).toEqual(new Set([paymentId]))
+    await page.unrouteAll({ behavior: 'ignoreErrors' })
+    await page.context().close()
+  })
+
+  it('a second click on Pay without the script reaches the service and still makes one payment', async () => {
+    const { eventId, tierId } = await concertTier(world, 10)
+    const hold = await newHold(world, tierId, 3)
+    // No JavaScript, as in a browser with scripts off: nothing in the page stops the second submit.
+    const page = await phonePage({ javaScriptEnabled: false })
+    const network = await slowCheckoutAnswers(page)
+    await page.goto(hold.url)
+    await page.getByLabel('Email').fill('twice@example.com')
+    await page.getByLabel('Card number').fill('4242 4242 4242 4242')
+    const pay = await centerOf(page.getByRole('button', { name: /^Pay/ }))
+    await page.mouse.click(pay.x, pay.y)
+    await expect.poll(() => network.posts.length).toBe(1)
+    await page.mouse.click(pay.x, pay.y)
+    await expect.poll(() => network.posts.length).toBe(2)
+    network.release()
+    await page.waitForURL(/\/tickets\/pay_/)
+    // Both reached the service, and both were answered with the way to the same tickets.
+    await expect.poll(() => checkoutPostsServed(world, hold.holdId).map((line) => line.status)).toEqual([303, 303])
+    expect(new Set(network.locations).size).toBe(1)
+    const paymentId = paymentIdOf(page.url())
+    expect(paymentIdOf(network.locations[0]!)).toBe(paymentId)
     expect((await holdState(world, hold.holdId)).paymentId).toBe(paymentId)
     const all = expectOk(await world.app.call(nsid('listOrganizerTickets'), { eventId, limit: 100 })).tickets as Body[]
     expect(all).toHaveLength(3)
     expect(new Set(all.map((t) => t.paymentId))).toEqual(new Set([paymentId]))
-    expect(checkoutLink(hold.url).holdId).toBe(hold.holdId)
+    expect(await remaining(world, eventId, tierId)).toBe(7)
+    await page.unrouteAll({ behavior: 'ignoreErrors' })
+    await page.context().close()
+  })
+
+  it('a paid buyer whose hold carries a returnUrl that cannot be followed lands on their tickets', async () => {
+    const { tierId } = await concertTier(world, 10)
+    const hold = await newHold(world, tierId, 2, { returnUrl: 'https://app.example/done' })
+    // As a hold stored before such URLs were refused at createTicketHold.
+    const db = new Sqlite(world.service.dbPath, { fileMustExist: true, timeout: 10_000 })
+    try {
+      db.prepare('UPDATE hold SET returnUrl = ? WHERE id = ?').run('http://[::1', hold.holdId)
+    } finally {
+      db.close()
+    }
+    const page = await phonePage()
+    await page.goto(hold.url)
+    await payOnPage(page, 'buyer@example.com', '4242 4242 4242 4242')
+    await page.waitForURL(/\/tickets\/pay_/)
+    expect(await page.getByRole('heading', { level: 2, name: /Your tickets \(2\)/ }).count()).toBe(1)
+    expect(await page.locator('figure svg').count()).toBe(2)
+    // Opening the checkout link again leads there too.
+    await page.goto(hold.url)
+    expect(page.url()).toMatch(/\/tickets\/pay_/)
+    expect(await page.locator('figure svg').count()).toBe(2)
     await page.context().close()
   })
 })

@@ -2,7 +2,7 @@ import type { AppContext } from '../context.js'
 import type { Server } from '../lexicon/index.js'
 import { ids } from '../lexicon/lexicons.js'
 import { fail } from '../tickets/errors.js'
-import { checkHoldItems, createHold } from '../tickets/holds.js'
+import { checkHoldItems, checkRedirectUrl, createHold } from '../tickets/holds.js'
 import { verifyBuyer } from './consent.js'
 import { appAuth, idempotentProcedure, json } from './util.js'
 
@@ -23,6 +23,8 @@ export default function (server: Server, ctx: AppContext) {
             fail('InvalidRequest', 'buyerDid is required when buyerAssertionJwt is sent')
           }
           checkHoldItems(body.items)
+          checkRedirectUrl('returnUrl', body.returnUrl, ctx.cfg.devMode)
+          checkRedirectUrl('cancelUrl', body.cancelUrl, ctx.cfg.devMode)
         },
         before: body.buyerDid ? () => verifyBuyer(ctx, nsid, body) : undefined,
         workSync: (tx) =>

@@ -3,6 +3,7 @@ import express from 'express'
 import QRCode from 'qrcode'
 import type { Environment } from '../config.js'
 import type { AppContext } from '../context.js'
+import type { HoldTable, PaymentTable } from '../db/schema.js'
 import { paymentProviderFor } from '../payments/test-provider.js'
 import {
   afterPaymentUrl,
@@ -13,13 +14,17 @@ import {
   type CheckoutState,
 } from '../tickets/checkout.js'
 import { DomainError } from '../tickets/errors.js'
-import { releaseHold } from '../tickets/holds.js'
+import { redirectUrlProblem, releaseHold } from '../tickets/holds.js'
 import { holdStatus } from '../tickets/views.js'
 import { checkoutPage, messagePage, notFoundPage, ticketsPage, type Notice } from './pages.js'
 
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/
 
-/** Every page carries its own nonce; nothing is cached, and the secret links are never sent on. */
+/**
+ * Every answer of the pages, redirects and error pages too: its own nonce; nothing is cached,
+ * the secret links are never sent on, and no other site may frame it (X-Frame-Options for
+ * browsers that predate frame-ancestors).
+ */
 function pageHeaders(res: express.Response): string {
   const nonce = randomBytes(16).toString('base64')
   res.setHeader(
@@ -29,8 +34,48 @@ function pageHeaders(res: express.Response): string {
   res.setHeader('referrer-policy', 'no-referrer')
   res.setHeader('cache-control', 'no-store')
   res.setHeader('x-content-type-options', 'nosniff')
+  res.setHeader('x-frame-options', 'DENY')
   res.type('html')
   return nonce
+}
+
+function redirect(res: express.Response, url: string): void {
+  pageHeaders(res)
+  res.redirect(303, url)
+}
+
+/** What the pages answer for a request they cannot read; the parsers' own messages are not shown. */
+function refusalPage(err: ClientError): { title: string; text: string } {
+  switch (err.type) {
+    case 'entity.too.large':
+      return { title: 'Request too large', text: 'The form sent was too large. Go back to the checkout page and try again.' }
+    case 'parameters.too.many':
+      return { title: 'Request too large', text: 'The form sent has too many fields. Go back to the checkout page and try again.' }
+    case 'charset.unsupported':
+      return { title: 'Unsupported form', text: 'The form was sent in a charset this page does not read; send it as UTF-8.' }
+    case 'encoding.unsupported':
+      return { title: 'Unsupported form', text: 'The form was sent with a content encoding this page does not read; send it as is, gzip or deflate.' }
+  }
+  // The router's refusal of a path parameter it cannot percent-decode.
+  if (err.addressUnreadable) {
+    return { title: 'Bad request', text: 'This address is not valid. Check the link you were given.' }
+  }
+  return { title: 'Bad request', text: 'The form could not be read. Go back to the checkout page and try again.' }
+}
+
+interface ClientError {
+  status: number
+  /** body-parser's name of the refusal, e.g. 'entity.too.large' */
+  type?: unknown
+  addressUnreadable: boolean
+}
+
+/** A client's mistake as the router and body parser report it: a 4xx status on the error. */
+function clientErrorOf(err: unknown): ClientError | undefined {
+  if (typeof err !== 'object' || err === null) return undefined
+  const { status, type } = err as { status?: unknown; type?: unknown }
+  if (typeof status !== 'number' || status < 400 || status >= 500) return undefined
+  return { status, type, addressUnreadable: err instanceof URIError }
 }
 
 function field(body: unknown, name: string): string {
@@ -42,6 +87,24 @@ export function checkoutRouter(ctx: AppContext): express.Router {
   const router = express.Router()
   const { db, logger } = ctx
   const publicUrl = ctx.cfg.publicUrl
+  const devMode = ctx.cfg.devMode
+
+  /**
+   * A stored returnUrl or cancelUrl when it is one a buyer can be sent to. Holds written before
+   * such URLs were refused may carry anything; the pages then fall back to their own page.
+   */
+  function followable(hold: Pick<HoldTable, 'id'>, column: 'returnUrl' | 'cancelUrl', raw: string | null): string | null {
+    if (!raw) return null
+    const problem = redirectUrlProblem(raw, devMode)
+    if (!problem) return raw
+    logger.info({ holdId: hold.id, column, problem }, 'stored redirect URL not followed')
+    return null
+  }
+
+  /** Where a paid buyer goes: the app's returnUrl when it can be followed, else their tickets. */
+  function afterPayment(hold: Pick<HoldTable, 'id' | 'returnUrl'>, payment: PaymentTable): string {
+    return afterPaymentUrl(publicUrl, { id: hold.id, returnUrl: followable(hold, 'returnUrl', hold.returnUrl) }, payment)
+  }
 
   function showCheckout(res: express.Response, state: CheckoutState, token: string, status = 200, notice?: Notice, email?: string) {
     const nonce = pageHeaders(res)
@@ -67,7 +130,7 @@ export function checkoutRouter(ctx: AppContext): express.Router {
       const state = token ? await openCheckout(db.db, req.params.holdId, token) : undefined
       if (!state) return notFound(res)
       if (state.hold.status === 'completed' && state.payment) {
-        return res.redirect(303, afterPaymentUrl(publicUrl, state.hold, state.payment))
+        return redirect(res, afterPayment(state.hold, state.payment))
       }
       showCheckout(res, state, token)
     } catch (err) {
@@ -88,14 +151,15 @@ export function checkoutRouter(ctx: AppContext): express.Router {
         await db.transaction((tx) =>
           releaseHold(tx, { appDid: hold.appDid, environment: hold.environment as Environment }, hold.id, 'buyer_cancelled', Date.now()),
         )
-        if (hold.cancelUrl) return res.redirect(303, hold.cancelUrl)
+        const cancelUrl = followable(hold, 'cancelUrl', hold.cancelUrl)
+        if (cancelUrl) return redirect(res, cancelUrl)
         const nonce = pageHeaders(res)
         return res.send(messagePage('Order cancelled', 'Your reservation was cancelled and the tickets were released. Nothing was charged.', nonce))
       }
       if (action !== 'pay') return showCheckout(res, state, token, 400, { kind: 'error', text: 'Choose Pay or Cancel.' })
 
       if (hold.status === 'completed' && state.payment) {
-        return res.redirect(303, afterPaymentUrl(publicUrl, hold, state.payment))
+        return redirect(res, afterPayment(hold, state.payment))
       }
       if (holdStatus(hold, Date.now()) !== 'active') return showCheckout(res, state, token, 409)
       const provider = paymentProviderFor(hold.environment)
@@ -140,13 +204,13 @@ export function checkoutRouter(ctx: AppContext): express.Router {
         if (!fresh) return notFound(res)
         // A concurrent submit paid first: send this one where that one went.
         if (fresh.hold.status === 'completed' && fresh.payment) {
-          return res.redirect(303, afterPaymentUrl(publicUrl, fresh.hold, fresh.payment))
+          return redirect(res, afterPayment(fresh.hold, fresh.payment))
         }
         return showCheckout(res, fresh, token, 409, undefined, email)
       }
       await provider.capture(authorization.ref)
       logger.info({ holdId: hold.id, paymentId: completed.payment.id, tickets: completed.tickets.length }, 'hold completed')
-      res.redirect(303, afterPaymentUrl(publicUrl, completed.hold, completed.payment))
+      redirect(res, afterPayment(completed.hold, completed.payment))
     } catch (err) {
       next(err)
     }
@@ -171,8 +235,18 @@ export function checkoutRouter(ctx: AppContext): express.Router {
     }
   })
 
-  // The pages' own failures: a plain page, never a stack or an internal detail.
+  // An address or form the pages cannot read (broken percent-encoding, a body the parser
+  // refuses, an upload cut short) is the client's mistake: its 4xx, noted at info. Anything
+  // else is the pages' own failure. Either way a plain page, never a stack or an internal detail.
   router.use((err: unknown, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+    if (res.headersSent) return void res.end()
+    const clientError = clientErrorOf(err)
+    if (clientError) {
+      const reason = clientError.addressUnreadable ? 'path not percent-decodable' : clientError.type
+      logger.info({ status: clientError.status, reason }, 'checkout request refused')
+      const { title, text } = refusalPage(clientError)
+      return void res.status(clientError.status).send(messagePage(title, text, pageHeaders(res)))
+    }
     logger.error({ err }, 'checkout page failed')
     const nonce = pageHeaders(res)
     res.status(500).send(messagePage('Something went wrong', 'Please try again in a moment.', nonce))

@@ -41,6 +41,32 @@ export function checkHoldItems(items: Array<{ tierId: string; quantity: number }
   }
 }
 
+/**
+ * Why `raw` cannot be a place to send the buyer after checkout, or undefined when it can: an
+ * absolute URL that parses, on https (http too in dev mode). Any other value would leave a
+ * buyer who has just paid on a browser error instead of their tickets.
+ */
+export function redirectUrlProblem(raw: string, devMode: boolean): string | undefined {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    return 'it does not parse as a URL'
+  }
+  if (url.protocol === 'https:') return undefined
+  if (url.protocol === 'http:') return devMode ? undefined : 'plain http is allowed only with ATM_DEV_MODE=true'
+  return `${url.protocol} URLs cannot be redirected to`
+}
+
+/** Refuses a returnUrl or cancelUrl the pages could not send a buyer to, naming the field. */
+export function checkRedirectUrl(field: 'returnUrl' | 'cancelUrl', raw: string | undefined, devMode: boolean): void {
+  if (raw === undefined) return
+  const problem = redirectUrlProblem(raw, devMode)
+  if (problem) {
+    fail('InvalidRedirectUrl', `${field} must be an absolute https URL${devMode ? ' (or http, in dev mode)' : ''}: ${problem}`)
+  }
+}
+
 /*
  * The statements of `createHold`, which runs as one synchronous transaction (see `SyncTx`):
  * point reads by primary or unique key, and the inserts.
