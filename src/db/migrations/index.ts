@@ -2,6 +2,7 @@ import * as init from './001-init.js'
 import * as lifecycle from './002-lifecycle.js'
 import * as checkinCounts from './003-checkin-counts.js'
 import * as spentTokenLog from './004-spent-token-log.js'
+import * as signingKeyLog from './005-signing-key-log.js'
 
 /**
  * Ordered list of migrations; the database's `user_version` says how many have run.
@@ -12,4 +13,5 @@ export const migrations: ReadonlyArray<{ name: string; up: string }> = [
   { name: '002-lifecycle', up: lifecycle.up },
   { name: '003-checkin-counts', up: checkinCounts.up },
   { name: '004-spent-token-log', up: spentTokenLog.up },
+  { name: '005-signing-key-log', up: signingKeyLog.up },
 ]
