@@ -124,22 +124,21 @@ describe('the DID document cache', () => {
     const stranger = new AppClient(world.service, { did, keypair })
 
     const res = await probe(stranger)
-    expectError(res, 401, 'BadJwtIss', /size/)
     // What the service read is the cap; the rest is what the sockets' buffers took in.
     expect(finished).toBe(false)
     expect(sent).toBeLessThan(16 * 1024 * 1024)
+    expectError(res, 401, 'BadJwtIss', /size/)
   })
 
   it('fetches a DID that cannot be resolved once, not once per token, and says when to retry', async () => {
     const host = await didWebHost()
     host.override(host.identity, { status: 404, body: { error: 'NotFound' } })
     const stranger = new AppClient(world.service, host.identity)
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const res = await probe(stranger)
-      expectError(res, 401, 'BadJwtIss')
-      if (attempt > 0) expect(res.body.message).toMatch(/retry in \d+ s/)
-    }
+    const answers = []
+    for (let attempt = 0; attempt < 20; attempt++) answers.push(await probe(stranger))
     expect(documentFetches(host)).toBe(1)
+    for (const res of answers) expectError(res, 401, 'BadJwtIss')
+    for (const res of answers.slice(1)) expect(res.body.message).toMatch(/retry in \d+ s/)
   })
 
   it('the health endpoint still answers (the service survived all of the above)', async () => {

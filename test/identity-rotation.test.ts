@@ -49,7 +49,6 @@ it('an app’s old key is refused by both workers once one has seen the new docu
 
   // Both workers verify the app's tokens, so both cache its document with the old key.
   for (const res of await parallel(SPREAD, () => availability(app, eventId))) expectOk(res)
-  expect(workersThatCached(app.did).size).toBe(2)
 
   const oldKey = await rotateAtprotoKey(world.plc.url, identity, await createKeypair('k256'))
   // One request signed with the new key: the worker that takes it sees the new document.
@@ -66,6 +65,8 @@ it('an app’s old key is refused by both workers once one has seen the new docu
   expect(after.body.tiers[0].remaining).toBe(remaining)
   // The new key keeps working on both workers.
   for (const res of await parallel(SPREAD, () => availability(app, eventId))) expectOk(res)
+  // Both workers had cached the old document: the refusals above are not one worker's doing.
+  expect(workersThatCached(app.did).size).toBe(2)
 })
 
 it('a buyer’s old key is refused in assertions by both workers once one has seen the new document', async () => {
@@ -80,7 +81,6 @@ it('a buyer’s old key is refused in assertions by both workers once one has se
     })
 
   for (const res of await parallel(SPREAD, () => holdFor())) expectOk(res)
-  expect(workersThatCached(buyer.did).size).toBe(2)
 
   const oldKey = await rotateAtprotoKey(world.plc.url, identity, await createKeypair('k256'))
   expectOk(await holdFor())
@@ -88,4 +88,5 @@ it('a buyer’s old key is refused in assertions by both workers once one has se
   const refused = await parallel(2 * SPREAD, () => holdFor(oldKey))
   for (const res of refused) expectError(res, 400, 'InvalidAssertion', /BadJwtSignature/)
   for (const res of await parallel(SPREAD, () => holdFor())) expectOk(res)
+  expect(workersThatCached(buyer.did).size).toBe(2)
 })
