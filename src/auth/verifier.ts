@@ -1,6 +1,7 @@
 import { ensureAtprotoKey, type DidDocument, type IdResolver } from '@atproto/identity'
 import { AuthRequiredError, verifyJwt, XRPCError, type VerifySignatureWithKeyFn } from '@atproto/xrpc-server'
 import type { IncomingMessage } from 'node:http'
+import SqliteDatabase from 'better-sqlite3'
 import { DomainError } from '../tickets/errors.js'
 import { secretMatches } from '../util/ids.js'
 import type { SyncTx } from '../db/index.js'
@@ -219,7 +220,9 @@ export class ServiceAuthVerifier {
           if (signingKey === undefined) throw new Error('no #atproto key')
           return signingKey
         })
-        .catch(() => {
+        .catch((err: unknown) => {
+          // Recording the key for the other workers failed: ours to answer (500), not the issuer's.
+          if (err instanceof SqliteDatabase.SqliteError) throw err
           // A forced re-fetch after a bad signature is rate-limited on its own, and must not
           // shut out a DID whose cached key still works.
           if (!forceRefresh) this.didCache?.noteFailure(iss)
