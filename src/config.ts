@@ -27,6 +27,12 @@ export interface ServerConfig {
   deliveryPollMs: number
   /** How often holds past their expiry are marked expired and reported (`ticket.hold.expired`). */
   holdSweepMs: number
+  /** Largest DID document read (bytes); a larger one fails the lookup. */
+  didDocMaxBytes: number
+  /** Bytes of DID documents cached for registered apps and organizers, per process. */
+  didCacheMaxBytes: number
+  /** Bytes of DID documents cached for every other issuer, per process. */
+  didCacheUnknownMaxBytes: number
 }
 
 export const SERVICE_VERSION = '0.1.0'
@@ -60,6 +66,14 @@ function deliveryConfig(env: NodeJS.ProcessEnv) {
     deliveryTimeoutMs: intVar(env, 'ATM_DELIVERY_TIMEOUT_MS', 10_000, 100, 120_000),
     deliveryPollMs: intVar(env, 'ATM_DELIVERY_POLL_MS', 1000, 10, 60_000),
     holdSweepMs: intVar(env, 'ATM_HOLD_SWEEP_MS', 15_000, 10, 60_000),
+  }
+}
+
+function didCacheConfig(env: NodeJS.ProcessEnv) {
+  return {
+    didDocMaxBytes: intVar(env, 'ATM_DID_DOC_MAX_BYTES', 64 * 1024, 1024, 1024 * 1024),
+    didCacheMaxBytes: intVar(env, 'ATM_DID_CACHE_MAX_BYTES', 32 * 1024 * 1024, 64 * 1024, 4 * 1024 * 1024 * 1024),
+    didCacheUnknownMaxBytes: intVar(env, 'ATM_DID_CACHE_UNKNOWN_MAX_BYTES', 2 * 1024 * 1024, 0, 1024 * 1024 * 1024),
   }
 }
 
@@ -98,5 +112,6 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     version: SERVICE_VERSION,
     dbSynchronous: synchronous,
     ...deliveryConfig(env),
+    ...didCacheConfig(env),
   }
 }

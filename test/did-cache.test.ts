@@ -27,9 +27,11 @@ function pending<T>() {
 }
 
 describe('BoundedDidCache', () => {
-  it('keeps at most maxEntries documents, dropping the least recently used', async () => {
-    const cache = new BoundedDidCache(3)
+  it('keeps documents within its bytes, dropping the least recently used', async () => {
+    // Each entry counts its JSON ({"id":"did:plc:a"}, 18 bytes) and its DID (11): 29 bytes.
+    const cache = new BoundedDidCache({ knownMaxBytes: 3 * 27 })
     for (const name of ['a', 'b', 'c']) await cache.cacheDid(`did:plc:${name}`, doc(`did:plc:${name}`))
+    expect(cache.stats().known).toEqual({ entries: 3, bytes: 81 })
     await cache.checkCache('did:plc:a') // a is now the most recently used
     await cache.cacheDid('did:plc:d', doc('did:plc:d'))
     expect(cache.size).toBe(3)
@@ -37,8 +39,22 @@ describe('BoundedDidCache', () => {
     for (const name of ['a', 'c', 'd']) expect((await cache.checkCache(`did:plc:${name}`))?.doc.id).toBe(`did:plc:${name}`)
   })
 
+  it('keeps the documents of unknown issuers in a budget of their own, which cannot push out known ones', async () => {
+    const known = new Set(['did:plc:app'])
+    const cache = new BoundedDidCache({ knownMaxBytes: 1000, unknownMaxBytes: 2 * 27, isKnown: (did) => known.has(did) })
+    await cache.cacheDid('did:plc:app', doc('did:plc:app'))
+    for (const name of ['a', 'b', 'c', 'd', 'e']) await cache.cacheDid(`did:plc:${name}`, doc(`did:plc:${name}`))
+    expect(cache.stats().unknown).toEqual({ entries: 2, bytes: 54 })
+    expect(cache.stats().known.entries).toBe(1)
+    expect((await cache.checkCache('did:plc:app'))?.doc.id).toBe('did:plc:app')
+    // Once known (registered), its next document goes to the known budget.
+    known.add('did:plc:e')
+    await cache.cacheDid('did:plc:e', doc('did:plc:e'))
+    expect(cache.stats()).toMatchObject({ known: { entries: 2 }, unknown: { entries: 1, bytes: 27 } })
+  })
+
   it('a stale entry is answered while one refresh runs; the refreshed document replaces it', async () => {
-    const cache = new BoundedDidCache(10, -1)
+    const cache = new BoundedDidCache({ staleTtlMs: -1 })
     await cache.cacheDid('did:plc:a', doc('did:plc:a'))
     const stale = await cache.checkCache('did:plc:a')
     expect(stale?.stale).toBe(true)
@@ -62,7 +78,7 @@ describe('BoundedDidCache', () => {
   })
 
   it('a failed refresh keeps the stale document; a DID that is gone is forgotten', async () => {
-    const cache = new BoundedDidCache(10, -1)
+    const cache = new BoundedDidCache({ staleTtlMs: -1 })
     await cache.cacheDid('did:plc:a', doc('did:plc:a'))
     await cache.cacheDid('did:plc:b', doc('did:plc:b'))
     await cache.refreshCache('did:plc:a', () => Promise.reject(new Error('directory unreachable')))
@@ -74,7 +90,7 @@ describe('BoundedDidCache', () => {
 
   it('through IdResolver: a stale key is served at once, and the rotated key follows without a forced refresh', async () => {
     const identity = await createPlcIdentity(plc.url)
-    const cache = new BoundedDidCache(10, -1)
+    const cache = new BoundedDidCache({ staleTtlMs: -1 })
     const resolver = new IdResolver({ plcUrl: plc.url, didCache: cache, fetch: globalThis.fetch })
     const oldKey = identity.keypair.did()
     expect(await resolver.did.resolveAtprotoKey(identity.did)).toBe(oldKey)

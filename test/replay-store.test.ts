@@ -106,3 +106,47 @@ it('two tokens whose hints collide are told apart by the rows', async () => {
   expect(await late.spend('did:plc:app', pair[1], live())).toBe(false)
   expect(await late.spend('did:plc:app', pair[0], live())).toBe(false)
 })
+
+it('a key recorded through one worker makes the other refuse any other key at its next spend, and tell its cache', async () => {
+  const first = new ReplayStore(database)
+  const second = new ReplayStore(other)
+  await first.load()
+  await second.load()
+  const changes: Array<[string, string | undefined]> = []
+  second.signingKeys.onChange = (did, key) => changes.push([did, key])
+
+  // Both workers fetched the old key; the first records it (the second finds it recorded).
+  await first.signingKeys.record('did:plc:app', 'did:key:old')
+  expect(await second.spend('did:plc:app', 'a', live(), 'did:key:old')).toBe(true)
+  await second.signingKeys.record('did:plc:app', 'did:key:old')
+  expect(database.sqlite.prepare('SELECT count(*) AS n FROM signingKeyLog').get()).toEqual({ n: 1 })
+
+  // The first worker fetches the rotated document; the second still holds the old one.
+  await first.signingKeys.record('did:plc:app', 'did:key:new')
+  changes.length = 0
+  await expect(second.spend('did:plc:app', 'b', live(), 'did:key:old')).rejects.toMatchObject({ customErrorName: 'BadJwtSignature' })
+  expect(changes).toContainEqual(['did:plc:app', 'did:key:new'])
+  // Refused, not spent: the token's jti is still unused (with the right key it would pass).
+  expect(await second.spend('did:plc:app', 'b', live(), 'did:key:new')).toBe(true)
+  expect(await first.spend('did:plc:app', 'c', live(), 'did:key:old').catch((err: { customErrorName?: string }) => err.customErrorName)).toBe(
+    'BadJwtSignature',
+  )
+  // A DID with no key recorded is not held to one.
+  expect(await first.spend('did:plc:other', 'd', live(), 'did:key:any')).toBe(true)
+})
+
+it('key rows are forgotten 25 h after they were seen, and a worker started later knows the latest key', async () => {
+  const first = new ReplayStore(database)
+  await first.load()
+  await first.signingKeys.record('did:plc:app', 'did:key:one')
+  await first.signingKeys.record('did:plc:app', 'did:key:two')
+  const late = new ReplayStore(other)
+  await late.load()
+  expect(late.signingKeys.latestKey('did:plc:app')).toBe('did:key:two')
+
+  await first.purgeExpired(Date.now() + 24 * 3600_000)
+  expect(database.sqlite.prepare('SELECT count(*) AS n FROM signingKeyLog').get()).toEqual({ n: 2 })
+  await first.purgeExpired(Date.now() + 25 * 3600_000 + 1000)
+  expect(database.sqlite.prepare('SELECT count(*) AS n FROM signingKeyLog').get()).toEqual({ n: 0 })
+  expect(first.signingKeys.latestKey('did:plc:app')).toBeUndefined()
+})

@@ -1,3 +1,4 @@
+import { AuthRequiredError } from '@atproto/xrpc-server'
 import type { Database, SyncTx } from '../db/index.js'
 
 export const SPENT_SQL = {
@@ -6,6 +7,13 @@ export const SPENT_SQL = {
   append: 'INSERT INTO spentToken (iss, jti, expiresAt) VALUES (?, ?, ?)',
   /** Of the oldest rows (a window of that many seqs), those expired before the cutoff. */
   purgeHead: 'DELETE FROM spentToken WHERE seq < (SELECT min(seq) FROM spentToken) + ? AND expiresAt < ?',
+} as const
+
+export const KEY_SQL = {
+  after: 'SELECT seq, did, key, seenAt FROM signingKeyLog WHERE seq > ? ORDER BY seq',
+  append: 'INSERT INTO signingKeyLog (did, key, seenAt) VALUES (?, ?, ?)',
+  /** Of the oldest rows (a window of that many seqs), those seen before the cutoff. */
+  purgeHead: 'DELETE FROM signingKeyLog WHERE seq < (SELECT min(seq) FROM signingKeyLog) + ? AND seenAt < ?',
 } as const
 
 /** Spent tokens forgotten per statement. */
@@ -55,27 +63,41 @@ export class ReplayStore {
   /** The write transaction whose first spend caught up with the log. */
   private caughtUpIn = -1
 
-  constructor(private readonly database: Database) {}
+  /** The issuers' latest keys, caught up together with the spent tokens. */
+  readonly signingKeys: SigningKeyLog
+
+  constructor(private readonly database: Database) {
+    this.signingKeys = new SigningKeyLog(database)
+  }
 
   /**
    * Reads the whole log into the index, outside any write transaction: a worker that starts
    * under load does not hold the lock for it.
    */
   async load(): Promise<void> {
-    await this.database.readSync((tx) => this.readAfter(tx))
+    await this.database.readSync((tx) => {
+      this.readAfter(tx)
+      this.signingKeys.catchUp(tx)
+    })
   }
 
   /** True when this is the first use of `(iss, jti)`; in a write of its own. */
-  async spend(iss: string, jti: string, expiresAtMs: number): Promise<boolean> {
-    return this.database.writeSync((tx) => this.spendIn(tx, iss, jti, expiresAtMs))
+  async spend(iss: string, jti: string, expiresAtMs: number, signingKey?: string): Promise<boolean> {
+    return this.database.writeSync((tx) => this.spendIn(tx, iss, jti, expiresAtMs, signingKey))
   }
 
-  /** Records `(iss, jti)` as spent inside `tx`, a request's own write transaction; true when this is its first use. */
-  spendIn(tx: SyncTx, iss: string, jti: string, expiresAtMs: number): boolean {
+  /**
+   * Records `(iss, jti)` as spent inside `tx`, a request's own write transaction; true when this
+   * is its first use. `signingKey`, the key the token was verified with: a token whose key some
+   * worker has since seen replaced is refused (401 BadJwtSignature) and not spent.
+   */
+  spendIn(tx: SyncTx, iss: string, jti: string, expiresAtMs: number, signingKey?: string): boolean {
     if (tx.transaction !== this.caughtUpIn) {
       this.caughtUpIn = tx.transaction
       this.readAfter(tx)
+      this.signingKeys.catchUp(tx)
     }
+    if (signingKey !== undefined) this.signingKeys.requireLatest(iss, signingKey)
     const hint = hintOf(iss, jti)
     for (const generation of this.generations) {
       const seqs = generation.get(hint)
@@ -125,13 +147,112 @@ export class ReplayStore {
    * wait for it (five minutes at most).
    */
   async purgeExpired(nowMs = Date.now(), batchSize = PURGE_BATCH): Promise<number> {
-    let purged = 0
-    for (;;) {
-      const deleted = await this.database.writeSync((tx) => tx.run(SPENT_SQL.purgeHead, batchSize, nowMs - KEPT_AFTER_EXPIRY_MS))
-      purged += deleted
-      // Nothing expired at the head: what is left waits for the next purge.
-      if (deleted === 0) return purged
-      await new Promise((resolve) => setImmediate(resolve))
+    await this.signingKeys.purge(nowMs, batchSize)
+    return purgeHead(this.database, SPENT_SQL.purgeHead, batchSize, nowMs - KEPT_AFTER_EXPIRY_MS)
+  }
+}
+
+async function purgeHead(database: Database, sql: string, batchSize: number, cutoff: number): Promise<number> {
+  let purged = 0
+  for (;;) {
+    const deleted = await database.writeSync((tx) => tx.run(sql, batchSize, cutoff))
+    purged += deleted
+    // Nothing old enough at the head: what is left waits for the next purge.
+    if (deleted === 0) return purged
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+}
+
+/**
+ * A key row is kept this long: longer than any cached DID document lives (24 h), so every
+ * document a worker holds was fetched after the rows about its DID that are gone.
+ */
+const KEY_KEPT_MS = 25 * 60 * 60 * 1000
+/** Latest keys held in memory at most; see `SigningKeyLog.remember`. */
+const MAX_KEYS = 50_000
+
+/**
+ * The latest `#atproto` key any worker has fetched for each issuer, from the `signingKeyLog`
+ * table (shared by all workers, as `spentToken` is). Each worker keeps its own DID document
+ * cache, and one whose cached document predates a key rotation would otherwise go on trusting
+ * the old key until the entry goes stale, while another already refuses it.
+ *
+ * A worker that fetches a document whose key is not the latest it knows appends a row before
+ * the token is checked against that key (`record`); every worker reads new rows at the first
+ * spend of each write transaction, with the spent tokens, and a token verified with any other
+ * key than the latest is then refused instead of spent (`requireLatest`). Rows are ordered by
+ * `seq`, that is by commit: the last fetch recorded wins, and should a fetch begun before a
+ * rotation be recorded after it, the worker holding the newer key refuses one token, forgets
+ * its document, fetches it again and records the newer key once more.
+ */
+export class SigningKeyLog {
+  private readonly latest = new Map<string, { key: string; seenAt: number }>()
+  private lastSeen = 0
+  /**
+   * Told when a DID's latest key changes or is no longer held: the worker forgets its cached
+   * document of that DID unless it holds that very key, so the next token fetches it again.
+   */
+  onChange: (did: string, key: string | undefined) => void = () => undefined
+
+  constructor(private readonly database: Database) {}
+
+  /** The latest key recorded for `did`, if any row about it is held. */
+  latestKey(did: string): string | undefined {
+    return this.latest.get(did)?.key
+  }
+
+  /** Reads the rows appended since the last look; `tx` must see every committed row (a write transaction, or a fresh read). */
+  catchUp(tx: SyncTx): void {
+    for (const row of tx.all<{ seq: number; did: string; key: string; seenAt: number }>(KEY_SQL.after, this.lastSeen)) {
+      this.remember(row.did, row.key, row.seenAt)
+      this.lastSeen = row.seq
     }
+  }
+
+  /** Throws 401 BadJwtSignature when `key` is not the latest key recorded for `did`. */
+  requireLatest(did: string, key: string): void {
+    const latest = this.latest.get(did)
+    if (latest === undefined || latest.key === key) return
+    // This worker's cached document is older than the recorded one: fetch it again next time.
+    this.onChange(did, latest.key)
+    throw new AuthRequiredError(
+      `jwt is signed with a key that ${did} has replaced: sign with the current #atproto key of its DID document`,
+      'BadJwtSignature',
+    )
+  }
+
+  /** Records `key`, just fetched for `did`, unless it is already the latest; answers once committed. */
+  async record(did: string, key: string): Promise<void> {
+    if (this.latest.get(did)?.key === key) return
+    await this.database.writeSync((tx) => {
+      this.catchUp(tx)
+      if (this.latest.get(did)?.key === key) return
+      const seenAt = Date.now()
+      tx.insert(KEY_SQL.append, did, key, seenAt)
+      // Holding the write lock, and caught up: this row is the last one of the log. Not marked
+      // as seen, as it is not committed yet: the next catch-up reads it back.
+      this.remember(did, key, seenAt)
+    })
+  }
+
+  private remember(did: string, key: string, seenAt: number): void {
+    const before = this.latest.get(did)
+    this.latest.delete(did)
+    this.latest.set(did, { key, seenAt })
+    if (before?.key !== key) this.onChange(did, key)
+    if (this.latest.size > MAX_KEYS) {
+      // Forgetting a DID's latest key is only safe along with its cached document: the next
+      // token then fetches the document afresh and records its key again.
+      const oldest = this.latest.keys().next().value!
+      this.latest.delete(oldest)
+      this.onChange(oldest, undefined)
+    }
+  }
+
+  /** Forgets rows (and latest keys) older than any cached document can be. */
+  async purge(nowMs: number, batchSize: number): Promise<void> {
+    const cutoff = nowMs - KEY_KEPT_MS
+    await purgeHead(this.database, KEY_SQL.purgeHead, batchSize, cutoff)
+    for (const [did, latest] of this.latest) if (latest.seenAt < cutoff) this.latest.delete(did)
   }
 }

@@ -1,14 +1,18 @@
 import { ensureAtprotoKey, type DidDocument, type IdResolver } from '@atproto/identity'
 import { AuthRequiredError, verifyJwt, XRPCError, type VerifySignatureWithKeyFn } from '@atproto/xrpc-server'
 import type { IncomingMessage } from 'node:http'
+import SqliteDatabase from 'better-sqlite3'
 import { DomainError } from '../tickets/errors.js'
 import { secretMatches } from '../util/ids.js'
 import type { SyncTx } from '../db/index.js'
+import type { BoundedDidCache } from './did-cache.js'
 import type { ReplayStore } from './replay-store.js'
 import { createFastSignatureCheck, type SignatureCheck } from './signature.js'
 
 /** Longest lifetime a service-auth token or assertion may have (CONTRACT §2). */
 export const MAX_TOKEN_LIFETIME_SECONDS = 300
+/** How far ahead of this server's clock a token's `iat` or `nbf` may be (the minting machine's clock may run ahead). */
+export const MAX_CLOCK_SKEW_SECONDS = 60
 const FORCED_REFRESH_INTERVAL_MS = 30_000
 
 export interface VerifiedToken {
@@ -25,6 +29,8 @@ interface RawClaims {
   exp?: unknown
   jti?: unknown
   lxm?: unknown
+  iat?: unknown
+  nbf?: unknown
 }
 
 function decodeSegment(segment: string): Record<string, unknown> | null {
@@ -51,6 +57,36 @@ function orFalse(check: SignatureCheck): VerifySignatureWithKeyFn {
   }
 }
 
+/**
+ * The `#atproto` key of a document, or undefined when it has none; read once per document:
+ * extracting it re-encodes the key (base58, point compression in pure JS), which costs as much
+ * as a native signature check.
+ */
+const keyOfDocument = new WeakMap<DidDocument, string | null>()
+
+export function atprotoKeyOf(doc: DidDocument): string | undefined {
+  let key = keyOfDocument.get(doc)
+  if (key === undefined) {
+    try {
+      key = ensureAtprotoKey(doc)
+    } catch {
+      key = null
+    }
+    keyOfDocument.set(doc, key)
+  }
+  return key ?? undefined
+}
+
+/** A claim that must be a number of seconds when present; the caller's mistake otherwise. */
+function optionalSeconds(claims: RawClaims, name: 'iat' | 'nbf'): number | undefined {
+  const value = claims[name]
+  if (value === undefined) return undefined
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw new AuthRequiredError(`jwt "${name}" must be a number of seconds since 1970`, 'BadJwt')
+  }
+  return value
+}
+
 function isAcceptedIssuer(iss: string): boolean {
   // did:key proves nothing (it resolves to itself); a #fragment names a service, not the caller.
   return /^did:(plc|web):[a-zA-Z0-9._:%-]+$/.test(iss)
@@ -68,28 +104,26 @@ export class ServiceAuthVerifier {
   private readonly resolving = new Map<string, Promise<string>>()
   /** When each DID's document was last re-fetched because of a bad signature. */
   private readonly lastForcedRefresh = new Map<string, number>()
-  /**
-   * The `#atproto` key of each cached document, read once: extracting it re-encodes the key
-   * (base58, point compression in pure JS), which costs as much as a native signature check.
-   */
-  private readonly keyOfDocument = new WeakMap<DidDocument, string>()
   private readonly verifySignature: VerifySignatureWithKeyFn
+  /** The resolver's cache, when it is ours: it remembers failed lookups. */
+  private readonly didCache: BoundedDidCache | undefined
 
   /** `signatureCheck`: natively by default (see signature.ts); the stock check is the reference. */
   constructor(
     private readonly serviceDid: string,
     private readonly idResolver: IdResolver,
     private readonly replayStore: ReplayStore,
-    signatureCheck: SignatureCheck = createFastSignatureCheck().check,
+    opts: { signatureCheck?: SignatureCheck; didCache?: BoundedDidCache } = {},
   ) {
     this.audiences = new Set([serviceDid, `${serviceDid}#atm_tickets`])
-    this.verifySignature = orFalse(signatureCheck)
+    this.verifySignature = orFalse(opts.signatureCheck ?? createFastSignatureCheck().check)
+    this.didCache = opts.didCache
   }
 
   /** Verifies and spends a token; throws 401 AuthRequiredError with the contract's names. */
   async verify(token: string, lxm: string): Promise<VerifiedToken> {
     const checked = await this.check(token, lxm)
-    const replayed = !(await this.replayStore.spend(checked.iss, checked.jti, checked.expiresAtMs))
+    const replayed = !(await this.replayStore.spend(checked.iss, checked.jti, checked.expiresAtMs, checked.signingKey))
     return { iss: checked.iss, jti: checked.jti, exp: checked.exp, replayed }
   }
 
@@ -100,10 +134,10 @@ export class ServiceAuthVerifier {
    */
   async verifyDeferred(token: string, lxm: string): Promise<PendingSpend> {
     const checked = await this.check(token, lxm)
-    return new PendingSpend(this.replayStore, checked.iss, checked.jti, checked.exp, checked.expiresAtMs)
+    return new PendingSpend(this.replayStore, checked.iss, checked.jti, checked.exp, checked.expiresAtMs, checked.signingKey)
   }
 
-  private async check(token: string, lxm: string): Promise<{ iss: string; jti: string; exp: number; expiresAtMs: number }> {
+  private async check(token: string, lxm: string): Promise<{ iss: string; jti: string; exp: number; expiresAtMs: number; signingKey: string }> {
     const parts = token.split('.')
     if (parts.length !== 3) throw new AuthRequiredError('poorly formatted jwt: expected three base64url parts', 'BadJwt')
     const header = decodeSegment(parts[0]!)
@@ -125,18 +159,36 @@ export class ServiceAuthVerifier {
         'BadJwtLifetime',
       )
     }
+    const iat = optionalSeconds(claims, 'iat')
+    if (iat !== undefined && iat > nowSeconds + MAX_CLOCK_SKEW_SECONDS) {
+      throw new AuthRequiredError(
+        `jwt "iat" is ${Math.round(iat - nowSeconds)} s in the future (${MAX_CLOCK_SKEW_SECONDS} s of clock skew is allowed): mint tokens with the current time, and check the clock of the machine that mints them`,
+        'BadJwtLifetime',
+      )
+    }
+    const nbf = optionalSeconds(claims, 'nbf')
+    if (nbf !== undefined && nbf > nowSeconds + MAX_CLOCK_SKEW_SECONDS) {
+      throw new AuthRequiredError(
+        `jwt is not valid for another ${Math.round(nbf - nowSeconds)} s ("nbf"; ${MAX_CLOCK_SKEW_SECONDS} s of clock skew is allowed): send a token that is valid now`,
+        'BadJwtLifetime',
+      )
+    }
     if (typeof claims.aud !== 'string' || !this.audiences.has(claims.aud)) {
       // Expiry is reported first, as verifyJwt does.
       if (nowSeconds > claims.exp) throw new AuthRequiredError('jwt expired', 'JwtExpired')
       throw new AuthRequiredError(`jwt "aud" must be ${this.serviceDid}`, 'BadJwtAudience')
     }
 
-    const payload = await verifyJwt(token, null, lxm, (iss, forceRefresh) => this.signingKey(iss, forceRefresh), this.verifySignature).catch((err: unknown) => {
+    // The key of the last lookup is the one the signature verified with (verifyJwt asks again
+    // only after a failed check): the spend makes sure no worker has seen it replaced since.
+    let signingKey = ''
+    const keyOf = async (iss: string, forceRefresh: boolean) => (signingKey = await this.signingKey(iss, forceRefresh))
+    const payload = await verifyJwt(token, null, lxm, keyOf, this.verifySignature).catch((err: unknown) => {
       if (err instanceof XRPCError) throw err
       throw new AuthRequiredError('could not verify jwt', 'BadJwt')
     })
 
-    return { iss: payload.iss as string, jti: claims.jti, exp: claims.exp, expiresAtMs: Math.ceil(claims.exp * 1000) }
+    return { iss: payload.iss as string, jti: claims.jti, exp: claims.exp, expiresAtMs: Math.ceil(claims.exp * 1000), signingKey }
   }
 
   /**
@@ -151,25 +203,38 @@ export class ServiceAuthVerifier {
     const key = `${forceRefresh ? 'fresh' : 'cached'} ${iss}`
     let pending = this.resolving.get(key)
     if (!pending) {
+      const waitMs = forceRefresh ? 0 : (this.didCache?.failedRecently(iss) ?? 0)
+      if (waitMs > 0) {
+        // Every token of a DID that cannot be resolved would otherwise cost a fetch.
+        return Promise.reject(
+          new AuthRequiredError(
+            `could not resolve an atproto signing key for ${iss} moments ago: fix its DID document, then retry in ${Math.ceil(waitMs / 1000)} s`,
+            'BadJwtIss',
+          ),
+        )
+      }
       pending = this.idResolver.did
         .ensureResolve(iss, forceRefresh)
-        .then((doc) => this.atprotoKey(doc))
-        .catch(() => {
-          throw new AuthRequiredError(`could not resolve an atproto signing key for ${iss}`, 'BadJwtIss')
+        .then((doc) => {
+          const signingKey = atprotoKeyOf(doc)
+          if (signingKey === undefined) throw new Error('no #atproto key')
+          return signingKey
+        })
+        .catch((err: unknown) => {
+          // Recording the key for the other workers failed: ours to answer (500), not the issuer's.
+          if (err instanceof SqliteDatabase.SqliteError) throw err
+          // A forced re-fetch after a bad signature is rate-limited on its own, and must not
+          // shut out a DID whose cached key still works.
+          if (!forceRefresh) this.didCache?.noteFailure(iss)
+          throw new AuthRequiredError(
+            `could not resolve an atproto signing key for ${iss}: its DID document must be reachable, at most the size this server allows, and have an #atproto key`,
+            'BadJwtIss',
+          )
         })
         .finally(() => this.resolving.delete(key))
       this.resolving.set(key, pending)
     }
     return pending
-  }
-
-  private atprotoKey(doc: DidDocument): string {
-    let key = this.keyOfDocument.get(doc)
-    if (key === undefined) {
-      key = ensureAtprotoKey(doc)
-      this.keyOfDocument.set(doc, key)
-    }
-    return key
   }
 
   /**
@@ -245,6 +310,8 @@ export class PendingSpend {
     readonly jti: string,
     readonly exp: number,
     readonly expiresAtMs: number,
+    /** The key the token was verified with. */
+    readonly signingKey: string,
   ) {}
 
   /** Not yet spent nor handed to a transaction. */
@@ -255,13 +322,13 @@ export class PendingSpend {
   /** Spends it inside `tx`; true when this is its first use. */
   spendIn(tx: SyncTx): boolean {
     this.settled = true
-    return this.store.spendIn(tx, this.iss, this.jti, this.expiresAtMs)
+    return this.store.spendIn(tx, this.iss, this.jti, this.expiresAtMs, this.signingKey)
   }
 
   /** Spends it in a write of its own; true when this is its first use. */
   async spendNow(): Promise<boolean> {
     this.settled = true
-    return this.store.spend(this.iss, this.jti, this.expiresAtMs)
+    return this.store.spend(this.iss, this.jti, this.expiresAtMs, this.signingKey)
   }
 }
 

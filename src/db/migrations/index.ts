@@ -3,6 +3,7 @@ import * as lifecycle from './002-lifecycle.js'
 import * as checkinCounts from './003-checkin-counts.js'
 import * as spentTokenLog from './004-spent-token-log.js'
 import * as serviceInstance from './005-service-instance.js'
+import * as signingKeyLog from './006-signing-key-log.js'
 
 /**
  * Ordered list of migrations; the database's `user_version` says how many have run.
@@ -14,4 +15,5 @@ export const migrations: ReadonlyArray<{ name: string; up: string }> = [
   { name: '003-checkin-counts', up: checkinCounts.up },
   { name: '004-spent-token-log', up: spentTokenLog.up },
   { name: '005-service-instance', up: serviceInstance.up },
+  { name: '006-signing-key-log', up: signingKeyLog.up },
 ]
