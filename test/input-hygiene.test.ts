@@ -72,6 +72,9 @@ interface Case {
   contentType?: string
   headers?: Record<string, string>
   message: RegExp
+  /** Default 400 InvalidRequest. */
+  status?: number
+  error?: string
 }
 
 const deep = (levels: number) => `{"items":${'['.repeat(levels)}${']'.repeat(levels)}}`
@@ -145,9 +148,26 @@ const refusals: Case[] = [
     headers: { 'content-encoding': 'br' },
     message: /^Content-Encoding must be gzip, deflate or none/,
   },
+  {
+    name: 'a body over 256 KiB',
+    method: 'createTicketTier',
+    body: () => tierInput('x'.repeat(300 * 1024)),
+    message: /^request body is larger than 262144 bytes \(decompressed\): send a smaller input$/,
+    status: 413,
+    error: 'PayloadTooLarge',
+  },
+  {
+    name: 'a small gzip body over 256 KiB once decompressed',
+    method: 'createTicketTier',
+    body: () => gzipSync(tierInput(' '.repeat(4 * 1024 * 1024))),
+    headers: { 'content-encoding': 'gzip' },
+    message: /^request body is larger than 262144 bytes \(decompressed\)/,
+    status: 413,
+    error: 'PayloadTooLarge',
+  },
 ]
 
-describe('hostile input is refused with InvalidRequest, alike in both lanes, and changes nothing', () => {
+describe('hostile input is refused with a named error, alike in both lanes, and changes nothing', () => {
   let before: Awaited<ReturnType<typeof eventState>>
   beforeAll(async () => {
     before = await eventState()
@@ -161,8 +181,8 @@ describe('hostile input is refused with InvalidRequest, alike in both lanes, and
         answers.push(await post(refusal.method, headers, refusal.body(), framing))
       }
       for (const answer of answers) {
-        expect(answer.status, JSON.stringify(answer.body)).toBe(400)
-        expect(answer.body.error).toBe('InvalidRequest')
+        expect(answer.status, JSON.stringify(answer.body)).toBe(refusal.status ?? 400)
+        expect(answer.body.error).toBe(refusal.error ?? 'InvalidRequest')
         expect(answer.body.message).toMatch(refusal.message)
       }
       expect(answers[0]!.body.message).toBe(answers[1]!.body.message)
