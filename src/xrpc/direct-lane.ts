@@ -99,7 +99,7 @@ export class DirectLane {
     const def = this.lexicons.getDef(nsid) as LexiconDoc['defs'][string] | undefined
     if (def?.type !== 'procedure' || def.input?.encoding !== 'application/json') return configOrFn
     const config = (typeof configOrFn === 'function' ? { handler: configOrFn } : configOrFn) as MethodConfig
-    const limit = this.opts.jsonLimit
+    const limit = (config.opts as { jsonLimit?: number } | undefined)?.jsonLimit ?? this.opts.jsonLimit
     return {
       ...config,
       auth: async (ctx: { req: http.IncomingMessage }) => {

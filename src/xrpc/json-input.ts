@@ -5,9 +5,10 @@ import type { Transform } from 'node:stream'
 import { InvalidRequestError, XRPCError, ResponseType } from '@atproto/xrpc-server'
 
 /**
- * How deep objects and arrays may nest in an input. The lexicons need four levels at most;
- * the libraries that validate and convert an input recurse, so a deeper one would end in a
- * stack overflow instead of a named refusal.
+ * How deep objects and arrays may nest in an input. The lexicons' own fields need four levels
+ * at most, which leaves an app's free-form `metadata` plenty; the libraries that validate and
+ * convert an input recurse, so a much deeper one would end in a stack overflow instead of a
+ * named refusal.
  */
 export const MAX_INPUT_DEPTH = 32
 
