@@ -91,10 +91,13 @@ function readBytes(req: http.IncomingMessage, limit: number): Promise<Buffer> {
       }
       chunks.push(chunk)
     }
+    // A request closed before its end was read never gets one; a complete one being
+    // decompressed still has its decoder's end to come.
     const onClose = () => {
-      if (!req.complete) finish(new ClientGoneError())
+      if (!req.complete || !decoder) finish(new ClientGoneError())
     }
-    if (req.destroyed && !req.complete) return finish(new ClientGoneError())
+    // Destroyed (the connection went while the auth ran), its unread bytes are gone with it.
+    if (req.destroyed) return finish(new ClientGoneError())
     req.once('close', onClose)
     req.once('error', onClose)
     source.on('data', onData)
