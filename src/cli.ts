@@ -5,6 +5,7 @@ import { readConfig, type ServerConfig } from './config.js'
 import { Database } from './db/index.js'
 import { AtmService } from './index.js'
 import { createLogger, type Logger } from './logger.js'
+import { serveAdminGuesses } from './xrpc/admin-guesses.js'
 
 /**
  * `node dist/src/bin.js` starts the service. With ATM_WORKERS > 1 the primary process
@@ -59,6 +60,7 @@ async function runPrimary(cfg: ServerConfig, logger: Logger, adminPassword: stri
   let stopping = false
   const listening = new Set<number>()
   cluster.on('listening', (worker) => listening.add(worker.id))
+  serveAdminGuesses(cluster)
   const fork = () => cluster.fork({ ATM_ADMIN_PASSWORD: adminPassword })
   for (let index = 0; index < cfg.workers; index++) fork()
   cluster.on('exit', (worker, code, signal) => {

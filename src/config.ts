@@ -1,3 +1,4 @@
+import net from 'node:net'
 import os from 'node:os'
 
 export type Environment = 'test' | 'live'
@@ -33,6 +34,11 @@ export interface ServerConfig {
   didCacheMaxBytes: number
   /** Bytes of DID documents cached for every other issuer, per process. */
   didCacheUnknownMaxBytes: number
+  /**
+   * Reverse proxies whose `X-Forwarded-For` names the client (for counting wrong admin
+   * passwords per address); empty: the connection's peer is the client.
+   */
+  trustedProxies: net.BlockList
 }
 
 export const SERVICE_VERSION = '0.1.0'
@@ -77,6 +83,23 @@ function didCacheConfig(env: NodeJS.ProcessEnv) {
   }
 }
 
+/** `ATM_TRUSTED_PROXIES`: addresses and CIDR ranges, separated by commas. */
+function trustedProxies(env: NodeJS.ProcessEnv): net.BlockList {
+  const list = new net.BlockList()
+  for (const entry of (env.ATM_TRUSTED_PROXIES ?? '').split(',').map((part) => part.trim()).filter(Boolean)) {
+    const [address = '', bits] = entry.split('/', 2)
+    const version = net.isIP(address)
+    const prefix = bits === undefined ? null : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN
+    if (version === 0 || (prefix !== null && !(prefix <= (version === 4 ? 32 : 128)))) {
+      throw new Error(`ATM_TRUSTED_PROXIES must list IP addresses or CIDR ranges (10.0.0.0/8), separated by commas; "${entry}" is neither`)
+    }
+    const type = version === 4 ? 'ipv4' : 'ipv6'
+    if (prefix === null) list.addAddress(address, type)
+    else list.addSubnet(address, prefix, type)
+  }
+  return list
+}
+
 export function readConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const port = intVar(env, 'ATM_PORT', 2595, 0, 65535)
   const publicUrl = (env.ATM_PUBLIC_URL || `http://localhost:${port}`).replace(/\/+$/, '')
@@ -113,5 +136,6 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     dbSynchronous: synchronous,
     ...deliveryConfig(env),
     ...didCacheConfig(env),
+    trustedProxies: trustedProxies(env),
   }
 }

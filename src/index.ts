@@ -23,6 +23,7 @@ import { sweepExpiredHolds } from './tickets/expiry.js'
 import { purgeExpiredKeys } from './tickets/idempotency.js'
 import { didDocument, didWebHost } from './well-known.js'
 import { DirectLane } from './xrpc/direct-lane.js'
+import { ClientGoneError } from './xrpc/json-input.js'
 
 export type { ServerConfig }
 
@@ -111,23 +112,32 @@ export class AtmService {
   }
 
   /**
-   * Every request: counted (a graceful stop waits for it), logged, then served by the direct
-   * lane when it is a plain JSON procedure call, else by express (pages, queries, the rest).
+   * Every request: counted (a graceful stop waits for it), logged with the lane that served
+   * it, then served by the direct lane when it is a plain JSON procedure call, else by express
+   * (pages, queries, the rest).
    */
   private readonly handleRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const started = process.hrtime.bigint()
     this.inFlight++
     // While draining, tell keep-alive clients not to send another request on this socket.
     if (this.draining) res.setHeader('connection', 'close')
+    let lane: 'direct' | 'express' = 'direct'
     res.once('close', () => {
       this.inFlight--
-      const ms = Number(process.hrtime.bigint() - started) / 1e6
+      const ms = Math.round((Number(process.hrtime.bigint() - started) / 1e6) * 10) / 10
+      const path = (req.url ?? '').split('?', 1)[0]
+      // A client that left before its answer was sent is not a failure of the service.
+      if (!res.writableFinished) {
+        this.ctx.logger.info({ method: req.method, path, lane, ms }, 'request abandoned by the client')
+        return
+      }
       const level = res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'info' : 'debug'
       if (!this.ctx.logger.isLevelEnabled(level)) return
-      const path = (req.url ?? '').split('?', 1)[0]
-      this.ctx.logger[level]({ method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'request')
+      this.ctx.logger[level]({ method: req.method, path, status: res.statusCode, lane, ms }, 'request')
     })
-    if (!this.lane.take(req, res)) this.app(req, res)
+    if (this.lane.take(req, res)) return
+    lane = 'express'
+    this.app(req, res)
   }
 
   async start(): Promise<http.Server> {
@@ -222,11 +232,9 @@ export function toXrpcError(err: unknown, logger: Logger): XRPCError {
     // 409 is not in ResponseType's list, but XRPCError renders any 4xx status as given.
     return new XRPCError(STATUS_OF_KIND[err.kind] as ResponseType, err.message, err.errorName)
   }
+  // Nobody is left to read the answer; the request line says the client left.
+  if (err instanceof ClientGoneError) return new InvalidRequestError(err.message)
   if (err instanceof XRPCError) {
-    // body-parser's refusal of malformed JSON, named as the direct lane names it.
-    if ((err.cause as { type?: string } | undefined)?.type === 'entity.parse.failed') {
-      return new InvalidRequestError(`request body is not valid JSON: ${(err.cause as Error).message}`)
-    }
     // 501 (a method not served) says nothing internal; other 5xx may carry internals.
     if (err.statusCode < 500 || err instanceof MethodNotImplementedError) return err
     logger.error({ err }, 'request failed')

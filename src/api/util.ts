@@ -1,4 +1,4 @@
-import { AuthRequiredError, ForbiddenError, type MethodAuthContext } from '@atproto/xrpc-server'
+import { AuthRequiredError, ForbiddenError, ResponseType, XRPCError, type MethodAuthContext } from '@atproto/xrpc-server'
 import { checkAdminBasicAuth, type PendingSpend } from '../auth/verifier.js'
 import type { AppContext } from '../context.js'
 import type { SyncTx } from '../db/index.js'
@@ -7,6 +7,7 @@ import { APP_SQL, findApp } from '../tickets/apps.js'
 import { parseEnvironment } from '../tickets/environment.js'
 import type { Scope } from '../tickets/events.js'
 import { findStored, hashRequest, replayStored, runIdempotent, type IdempotencyScope, type IdempotentWork } from '../tickets/idempotency.js'
+import { adminAttempts, clientAddress } from '../xrpc/admin-guesses.js'
 import type { DirectAuthContext } from '../xrpc/direct-lane.js'
 
 export interface AppCredentials {
@@ -112,9 +113,33 @@ export function userAuth(ctx: AppContext, nsid: string) {
   }
 }
 
+/**
+ * The operator's password (HTTP Basic). Every attempt is counted per client address across
+ * the workers: after a few wrong passwords the address waits, a little longer with each
+ * further one (see `AdminGuessBook`), and is answered 429 with Retry-After meanwhile.
+ */
 export function adminAuth(ctx: AppContext) {
-  return async ({ req }: MethodAuthContext): Promise<{ credentials: { admin: true } }> => {
-    checkAdminBasicAuth(req, ctx.adminPassword)
+  const attempts = adminAttempts()
+  return async ({ req, res }: MethodAuthContext | DirectAuthContext): Promise<{ credentials: { admin: true } }> => {
+    let refusal: AuthRequiredError | undefined
+    try {
+      checkAdminBasicAuth(req, ctx.adminPassword)
+    } catch (err) {
+      // Without a Basic header nothing was guessed.
+      if (!(err instanceof AuthRequiredError) || err.customErrorName !== 'BadAdminPassword') throw err
+      refusal = err
+    }
+    const waitMs = await attempts.attempt(clientAddress(req, ctx.cfg.trustedProxies), refusal === undefined)
+    if (waitMs > 0) {
+      const seconds = Math.ceil(waitMs / 1000)
+      res.setHeader('retry-after', String(seconds))
+      throw new XRPCError(
+        ResponseType.RateLimitExceeded,
+        `too many wrong admin passwords from this address: try again in ${seconds} s`,
+        'RateLimitExceeded',
+      )
+    }
+    if (refusal) throw refusal
     return { credentials: { admin: true } }
   }
 }

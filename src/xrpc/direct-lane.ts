@@ -1,6 +1,7 @@
 import type http from 'node:http'
 import { jsonToLex, lexToJson, type LexiconDoc, type Lexicons } from '@atproto/lexicon'
 import { InvalidRequestError, XRPCError, type Server as XrpcServer } from '@atproto/xrpc-server'
+import { readJsonInput } from './json-input.js'
 
 /**
  * What the lane passes to a method's auth function. `deferrable`: the auth function may leave
@@ -43,6 +44,8 @@ interface MethodConfig {
 
 /** `application/json`, with at most a UTF-8 charset: what body-parser reads without converting. */
 const PLAIN_JSON = /^application\/json\s*(?:;\s*charset="?utf-8"?\s*)?$/i
+/** What xrpc-server takes for the `application/json` encoding, whatever the parameters. */
+const JSON_TYPE = /^\s*application\/json\s*(?:;|$)/i
 const CONTENT_LENGTH = /^[1-9][0-9]{0,8}$/
 const NEVER_ABORTED = new AbortController().signal
 
@@ -75,14 +78,44 @@ export class DirectLane {
 
   /**
    * Registers every JSON procedure the generated server registers with `xrpc` from now on (and
-   * still registers it there, for the requests this lane leaves alone).
+   * still registers it there, for the requests this lane leaves alone). There, its input is
+   * read by the same reader as here, right after the auth as xrpc-server would read it: both
+   * lanes refuse the same inputs with the same words.
    */
   follow(xrpc: XrpcServer): void {
     const register = xrpc.method.bind(xrpc)
     xrpc.method = ((nsid: string, configOrFn: unknown) => {
       this.add(nsid, configOrFn)
-      register(nsid, configOrFn as Parameters<XrpcServer['method']>[1])
+      register(nsid, this.readingInputAfterAuth(nsid, configOrFn) as Parameters<XrpcServer['method']>[1])
     }) as XrpcServer['method']
+  }
+
+  /**
+   * The method's registration for xrpc-server, with its JSON input read into `req.body` once
+   * the auth passed. body-parser (xrpc-server's reader) then leaves the request alone, as it
+   * does any request whose `_body` is set.
+   */
+  private readingInputAfterAuth(nsid: string, configOrFn: unknown): unknown {
+    const def = this.lexicons.getDef(nsid) as LexiconDoc['defs'][string] | undefined
+    if (def?.type !== 'procedure' || def.input?.encoding !== 'application/json') return configOrFn
+    const config = (typeof configOrFn === 'function' ? { handler: configOrFn } : configOrFn) as MethodConfig
+    const limit = (config.opts as { jsonLimit?: number } | undefined)?.jsonLimit ?? this.opts.jsonLimit
+    return {
+      ...config,
+      auth: async (ctx: { req: http.IncomingMessage }) => {
+        const result = config.auth ? await config.auth(ctx as DirectAuthContext) : undefined
+        const status = (result as { status?: unknown } | null | undefined)?.status
+        if (typeof status === 'number' && status >= 400) return result
+        const req = ctx.req as http.IncomingMessage & { body?: unknown; _body?: boolean }
+        // Without a JSON body, xrpc-server names what is missing or wrong (Content-Type, body).
+        const hasBody = req.headers['transfer-encoding'] !== undefined || req.headers['content-length'] !== undefined
+        if (!req._body && hasBody && JSON_TYPE.test(req.headers['content-type'] ?? '')) {
+          req.body = await readJsonInput(req, limit)
+          req._body = true
+        }
+        return result
+      },
+    }
   }
 
   private add(nsid: string, configOrFn: unknown): void {
@@ -115,7 +148,7 @@ export class DirectLane {
     const deferred = deferredAuthOf(auth)
     let output: unknown
     try {
-      const body = this.validInput(nsid, await readBody(req))
+      const body = this.validInput(nsid, await readJsonInput(req, this.opts.jsonLimit))
       output = await config.handler({
         params,
         input: { encoding: 'application/json', body },
@@ -142,15 +175,7 @@ export class DirectLane {
     sendJson(res, 200, this.answersArePlainJson ? success.body : lexToJson(success.body as never))
   }
 
-  private validInput(nsid: string, text: string): unknown {
-    let json: unknown
-    try {
-      json = JSON.parse(text)
-    } catch (err) {
-      throw new InvalidRequestError(`request body is not valid JSON: ${(err as Error).message}`)
-    }
-    // As body-parser's strict mode: a bare string or number is not an input.
-    if (typeof json !== 'object' || json === null) throw new InvalidRequestError('request body is not valid JSON: it must be an object')
+  private validInput(nsid: string, json: Record<string, unknown>): unknown {
     try {
       return this.lexicons.assertValidXrpcInput(nsid, jsonToLex(json as never))
     } catch (err) {
@@ -160,7 +185,7 @@ export class DirectLane {
 
   private answerError(res: http.ServerResponse, err: unknown): void {
     const xrpcError = this.opts.errorParser(err)
-    if (res.headersSent) {
+    if (res.headersSent || res.destroyed) {
       res.destroy()
       return
     }
@@ -175,15 +200,6 @@ function refuseErrorResult(result: unknown): unknown {
     throw XRPCError.fromErrorResult(result as { status: number; error?: string; message?: string })
   }
   return result
-}
-
-function readBody(req: http.IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    req.on('data', (chunk: Buffer) => chunks.push(chunk))
-    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8')))
-    req.once('error', reject)
-  })
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
