@@ -4,9 +4,8 @@
 // name and message, and the same answer shape; auth is still decided before the body. The
 // service logs which lane served each request (at debug), so these tests also check that each
 // request really went the way it was meant to.
-import http from 'node:http'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { corruptSignature, type AppClient } from './helpers/index.js'
+import { corruptSignature, postFramed, type AppClient, type FramedAnswer } from './helpers/index.js'
 import { createEventWithTier, newApp, newIdentityClient, nsid, registerApp, startWorld, type World } from './helpers/world.js'
 
 let world: World
@@ -31,11 +30,7 @@ afterAll(async () => {
   await world?.close()
 })
 
-interface Answer {
-  status: number
-  contentType: string | undefined
-  body: any
-}
+type Answer = FramedAnswer
 
 /**
  * The lane named by the service's log line of the one request to `path` logged after line
@@ -61,28 +56,8 @@ async function postVia(lane: 'direct' | 'express', path: string, headers: Record
   return answer
 }
 
-/** POSTs `body` as is, with a Content-Length (the direct lane) or chunked (xrpc-server). */
 function post(path: string, headers: Record<string, string>, body: string, framing: 'length' | 'chunked'): Promise<Answer> {
-  const url = new URL(path, world.service.url)
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'POST', headers: { ...headers, connection: 'close' } }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8')
-        resolve({ status: res.statusCode!, contentType: res.headers['content-type'], body: text ? JSON.parse(text) : undefined })
-      })
-    })
-    req.on('error', reject)
-    if (framing === 'length') {
-      req.setHeader('content-length', Buffer.byteLength(body))
-      req.end(body)
-    } else {
-      // Two chunks, no Content-Length: Node sends Transfer-Encoding: chunked.
-      req.write(body.slice(0, 1))
-      req.end(body.slice(1))
-    }
-  })
+  return postFramed(new URL(path, world.service.url), headers, body, framing)
 }
 
 interface Case {

@@ -3,10 +3,10 @@
 // direct node:http lane, a chunked one to xrpc-server), and a refused create leaves nothing
 // behind. What is stored is what was answered. A client that leaves in the middle of its body
 // is no failure of the service: logged at info, without a stack.
-import http from 'node:http'
 import net from 'node:net'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { postFramed, type FramedAnswer } from './helpers/index.js'
 import { createEventWithTier, newIdentityClient, nsid, registerApp, startWorld, type World } from './helpers/world.js'
 
 let world: World
@@ -21,33 +21,10 @@ afterAll(async () => {
   await world?.close()
 })
 
-interface Answer {
-  status: number
-  body: any
-}
+type Answer = FramedAnswer
 
-/** POSTs `body` as is, with a Content-Length (the direct lane) or chunked (xrpc-server). */
 function post(method: string, headers: Record<string, string>, body: string | Buffer, framing: 'length' | 'chunked'): Promise<Answer> {
-  const url = new URL(`/xrpc/${nsid(method)}`, world.service.url)
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'POST', headers: { ...headers, connection: 'close' } }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8')
-        resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : undefined })
-      })
-    })
-    req.on('error', reject)
-    const bytes = typeof body === 'string' ? Buffer.from(body) : body
-    if (framing === 'length') {
-      req.setHeader('content-length', bytes.length)
-      req.end(bytes)
-    } else {
-      req.write(bytes.subarray(0, 1))
-      req.end(bytes.subarray(1))
-    }
-  })
+  return postFramed(new URL(`/xrpc/${nsid(method)}`, world.service.url), headers, body, framing)
 }
 
 async function appHeaders(method: string, contentType = 'application/json'): Promise<Record<string, string>> {

@@ -1,5 +1,6 @@
 // Plain-fetch XRPC calls, and an app that signs a fresh token per call.
 import { readdirSync, readFileSync } from 'node:fs'
+import http from 'node:http'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Identity } from './identity.js'
@@ -140,4 +141,37 @@ function readLexiconTypes(dir: string, into = new Map<string, string>()): Map<st
     }
   }
   return into
+}
+
+export interface FramedAnswer {
+  status: number
+  contentType: string | undefined
+  body: any
+}
+
+/**
+ * POSTs `body` byte for byte, framed with a Content-Length (the service's direct lane) or
+ * chunked (xrpc-server), so a test can send the same request down either path.
+ */
+export function postFramed(url: URL, headers: Record<string, string>, body: string | Buffer, framing: 'length' | 'chunked'): Promise<FramedAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', headers: { ...headers, connection: 'close' } }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8')
+        resolve({ status: res.statusCode!, contentType: res.headers['content-type'], body: text ? JSON.parse(text) : undefined })
+      })
+    })
+    req.on('error', reject)
+    const bytes = typeof body === 'string' ? Buffer.from(body) : body
+    if (framing === 'length') {
+      req.setHeader('content-length', bytes.length)
+      req.end(bytes)
+    } else {
+      // Two chunks and no Content-Length: Node sends Transfer-Encoding: chunked.
+      req.write(bytes.subarray(0, 1))
+      req.end(bytes.subarray(1))
+    }
+  })
 }
