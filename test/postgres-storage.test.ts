@@ -2,6 +2,7 @@
 // schema its migrations build is SQLite's, several nodes migrating at once apply each migration
 // once, bigints read back as numbers, and each way of failing to start says which in one line.
 import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -184,8 +185,8 @@ describe('PostgreSQL migrations', () => {
 describe('PostgreSQL start-up failures', () => {
   const secret = 'Sup3r-s3cret-pw'
 
-  async function startFailure(url: string): Promise<StorageStartError> {
-    const error = await openPostgres(url, { connectionTimeoutMs: 5_000 }).then(
+  async function startFailure(url: string, connectionTimeoutMs = 5_000): Promise<StorageStartError> {
+    const error = await openPostgres(url, { connectionTimeoutMs }).then(
       async (storage) => {
         await storage.close()
         throw new Error(`openPostgres(${url}) opened, and was expected to fail`)
@@ -232,6 +233,22 @@ describe('PostgreSQL start-up failures', () => {
     const error = await startFailure(`postgres://atm:${secret}@127.0.0.1:${port}/atm`)
     expect(error.failure).toBe('unreachable')
     expect(error.message).toMatch(new RegExp(`^PostgreSQL at 127\\.0\\.0\\.1:${port} refused the connection \\(no server listening\\)`))
+  })
+
+  it('a server that accepts but never answers is named once the connection timeout passes', async () => {
+    // A TCP listener that takes the connection and says nothing, as a hung server or a firewall that swallows packets.
+    const sockets: Socket[] = []
+    const silent = createServer((socket) => void sockets.push(socket))
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const port = (silent.address() as AddressInfo).port
+    try {
+      const error = await startFailure(`postgres://atm:${secret}@127.0.0.1:${port}/atm`, 300)
+      expect(error.failure).toBe('unreachable')
+      expect(error.message).toBe(`PostgreSQL at 127.0.0.1:${port} did not answer within 300 ms: check that it runs and that this machine may reach it`)
+    } finally {
+      for (const socket of sockets) socket.destroy()
+      silent.close()
+    }
   })
 
   it('a missing database is named', async () => {
