@@ -8,5 +8,7 @@ export default defineConfig({
     fileParallelism: false,
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    // One throwaway PostgreSQL server for the whole run; each PostgreSQL test file makes its own database.
+    globalSetup: ['test/helpers/postgres.ts'],
   },
 })

@@ -1,0 +1,8 @@
+import * as init from './001-init.js'
+
+/**
+ * Ordered list of PostgreSQL migrations; the `schema_migrations` table names those that ran.
+ * A migration, once shipped, is never edited: append the next one instead. A change to the
+ * schema is made in both backends' migrations together (the storage tests compare them).
+ */
+export const migrations: ReadonlyArray<{ name: string; up: string }> = [{ name: '001-init', up: init.up }]
