@@ -1,10 +1,13 @@
 import cluster from 'node:cluster'
 import { randomBytes } from 'node:crypto'
+import { parseArgs } from 'node:util'
 import { loadSigningKeyHex } from './context.js'
 import { readConfig, type ServerConfig } from './config.js'
 import { Database } from './db/index.js'
 import { AtmService } from './index.js'
 import { createLogger, type Logger } from './logger.js'
+import { parsePostgresUrl, StorageStartError } from './storage/postgres/connect.js'
+import { copySqliteToPostgres, CopyError } from './storage/postgres/copy-from-sqlite.js'
 import { serveAdminGuesses } from './xrpc/admin-guesses.js'
 
 /**
@@ -125,7 +128,79 @@ async function runWorker(cfg: ServerConfig, logger: Logger, adminPassword: strin
   process.on('SIGINT', () => void stop('SIGINT'))
 }
 
+const COPY_USAGE = 'usage: atm-tickets copy-to-postgres --from <sqlite file> --to <postgres://user:password@host:5432/database> (or ATM_DB and ATM_DATABASE_URL instead)'
+
+/**
+ * `node dist/src/bin.js copy-to-postgres --from <file> --to <url>`: copies a stopped service's
+ * SQLite database into an empty PostgreSQL database (see storage/postgres/copy-from-sqlite.ts).
+ * Exit 0 copied and checked; 1 nothing copied, with one line saying why; 2 bad usage.
+ */
+async function copyToPostgres(args: string[]): Promise<void> {
+  const fail = (code: number, line: string): never => {
+    process.stderr.write(`atm-tickets copy-to-postgres: ${line}\n`)
+    process.exit(code)
+  }
+  let values: { from?: string; to?: string; help?: boolean }
+  let positionals: string[]
+  try {
+    ;({ values, positionals } = parseArgs({
+      args,
+      options: { from: { type: 'string' }, to: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+    }))
+  } catch (err) {
+    return fail(2, `${(err as Error).message.split('\n')[0]}; ${COPY_USAGE}`)
+  }
+  if (values.help) {
+    process.stdout.write(`${COPY_USAGE}\n`)
+    return
+  }
+  // Not echoed: a stray argument may be the URL, password and all.
+  if (positionals.length > 0) fail(2, `unexpected argument (${positionals.length} of them); ${COPY_USAGE}`)
+  const from = values.from ?? process.env.ATM_DB
+  const to = values.to ?? process.env.ATM_DATABASE_URL
+  const toSource = values.to !== undefined ? '--to' : 'ATM_DATABASE_URL'
+  if (!from) return fail(2, `say which SQLite file to copy with --from; ${COPY_USAGE}`)
+  if (!to) return fail(2, `say which PostgreSQL database to copy into with --to; ${COPY_USAGE}`)
+  try {
+    const target = parsePostgresUrl(to, toSource)
+    const result = await copySqliteToPostgres({ from, to, toSource })
+    const width = Math.max(5, ...result.tables.map((t) => t.table.length))
+    const lines = [
+      `Copied ${from} into database "${target.database}" at ${target.host}:${target.port}; every table has the same rows in both, value for value:`,
+      `  ${'table'.padEnd(width)}  rows`,
+      ...result.tables.map((t) => `  ${t.table.padEnd(width)}  ${t.rows}`),
+      result.signingKeyFile
+        ? `Every node on this database must sign with the key the SQLite service used: set ATM_SIGNING_KEY on each to the content of ${result.signingKeyFile}.`
+        : `No ${from}.signing-key beside the file: if the service ran with ATM_SIGNING_KEY, set that same value on every node.`,
+    ]
+    process.stdout.write(`${lines.join('\n')}\n`)
+  } catch (err) {
+    // A URL that is not one is bad usage, as a bad variable is when the service starts.
+    if (err instanceof StorageStartError) return fail(err.failure === 'malformed-url' ? 2 : 1, err.message)
+    if (err instanceof CopyError) return fail(1, err.message)
+    // Anything else (the server went away, a value PostgreSQL refused) comes from the server or
+    // the file, never with the URL in it.
+    return fail(1, `the copy failed and nothing was copied: ${String((err as Error).message ?? err).split('\n')[0]}`)
+  }
+}
+
 export function run(): void {
+  const [command, ...args] = process.argv.slice(2)
+  if (command === 'copy-to-postgres') {
+    copyToPostgres(args).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`atm-tickets copy-to-postgres: ${String((err as Error).message ?? err).split('\n')[0]}\n`)
+        process.exit(1)
+      },
+    )
+    return
+  }
+  if (command !== undefined) {
+    process.stderr.write(`atm-tickets: unknown command (the only one is copy-to-postgres; with none, the service starts)\n`)
+    process.exit(2)
+  }
   main().catch((err: unknown) => {
     process.stderr.write(`atm-tickets failed to start: ${(err as Error).stack ?? String(err)}\n`)
     process.exit(1)
