@@ -85,9 +85,10 @@ describe('spent tokens across nodes', () => {
     // Node 1 spends the same token while node 0's transaction is still open: it waits on it.
     const watch = watchForLockWait(nodes[2]!)
     const inB = nodes[1]!.db.transaction().execute((tx) => b!.spendIn(tx, token))
-    await watch.waiting
+    const first = await Promise.race([watch.waiting, inB])
     watch.stop()
     rollBackA.resolve()
+    expect(first).toBe('waiting')
     await expect(inA).rejects.toThrow('the request failed after spending')
     expect(await inB).toBe('first-use')
     expect(await nodes[2]!.db.transaction().execute((tx) => c!.spendIn(tx, token))).toBe('replayed')
