@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openPostgres, type PostgresStorage } from '../src/storage/postgres/connect.js'
 import { migratePostgres } from '../src/storage/postgres/migrate.js'
 import { PostgresSpendLog } from '../src/storage/postgres/spend-log.js'
-import { PostgresInstanceRegistry } from '../src/storage/postgres/instances.js'
+import { instanceLockKeys, PostgresInstanceRegistry } from '../src/storage/postgres/instances.js'
 import { PostgresGuessStore } from '../src/storage/postgres/admin-guesses.js'
 import { claimDueOutbox } from '../src/storage/postgres/outbox.js'
 import { FREE_WRONG_GUESSES } from '../src/storage/guess-rules.js'
@@ -166,6 +166,26 @@ describe('service instances across nodes', () => {
     expect(await Promise.all(others.map((other) => other.isAlive(registry.id)))).toEqual([true, true, true])
     await registry.close()
     expect(await Promise.all(others.map((other) => other.isAlive(registry.id)))).toEqual([false, false, false])
+  })
+})
+
+describe('service instances cut off from the server', () => {
+  it('a process whose lock session the server ends is told so, and is dead to the others at once', async () => {
+    const lost: Error[] = []
+    const registry = new PostgresInstanceRegistry(nodes[0]!.pool, { onLost: (error) => lost.push(error) })
+    await registry.register()
+    const [high, low] = instanceLockKeys(registry.id).unsigned
+    const holder = await nodes[1]!.pool.query<{ pid: number }>(
+      `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND classid = $1::bigint::oid AND objid = $2::bigint::oid`,
+      [high, low],
+    )
+    expect(holder.rows).toHaveLength(1)
+    // As a network cut or an operator's pg_terminate_backend would.
+    await nodes[1]!.pool.query('SELECT pg_terminate_backend($1)', [holder.rows[0]!.pid])
+    expect(await new PostgresInstanceRegistry(nodes[2]!.pool).isAlive(registry.id)).toBe(false)
+    while (lost.length === 0) await new Promise((r) => setTimeout(r, 5))
+    expect(await registry.isAlive(registry.id)).toBe(false)
+    await registry.close()
   })
 })
 

@@ -50,6 +50,12 @@ export class PostgresInstanceRegistry implements InstanceRegistry {
     if (this.holder) return
     // The pool's own settings (URL, timeouts, type parsers), for one connection it does not manage.
     const holder = new pg.Client({ ...(this.pool.options as pg.ClientConfig), keepAlive: true })
+    // Listening from the start: an 'error' event nobody listens to would end the process.
+    holder.on('error', (error) => {
+      if (this.holder !== holder) return
+      this.holder = undefined
+      this.onLost(error)
+    })
     await holder.connect()
     try {
       // The session must outlive any idle limit the operator set for ordinary sessions.
@@ -61,11 +67,6 @@ export class PostgresInstanceRegistry implements InstanceRegistry {
       await holder.end().catch(() => {})
       throw err
     }
-    holder.on('error', (error) => {
-      if (this.holder !== holder) return
-      this.holder = undefined
-      this.onLost(error)
-    })
     this.holder = holder
   }
 
