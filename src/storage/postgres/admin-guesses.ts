@@ -1,0 +1,47 @@
+import { sql, type Kysely } from 'kysely'
+import type { DatabaseSchema } from '../../db/schema.js'
+import { afterWrongGuess, FORGET_AFTER_MS, type GuessRecord } from '../guess-rules.js'
+import type { GuessStore } from '../types.js'
+
+type Conn = Kysely<DatabaseSchema>
+
+/**
+ * The wrong admin passwords per client in one table every node shares (on SQLite, the count
+ * lives in the cluster primary's memory, which another node cannot ask).
+ *
+ * Each attempt runs in a transaction that holds the client's row locked while it reads the
+ * count and writes the next one, so attempts racing from any nodes are counted one after the
+ * other. While a client waits, its attempts are refused unheard, the right password included:
+ * otherwise the answer would still tell a guesser when a guess was right.
+ */
+export class PostgresGuessStore implements GuessStore {
+  constructor(private readonly db: Conn) {}
+
+  async attempt(client: string, correct: boolean, nowMs: number): Promise<number> {
+    return this.db.transaction().execute(async (tx) => {
+      if (!correct) {
+        // A row to lock even for a client's first guess: without it, two first guesses would both read "none".
+        await sql`INSERT INTO "adminGuess" (client, wrong, "lastWrongAt", "blockedUntil") VALUES (${client}, 0, 0, 0)
+                  ON CONFLICT (client) DO NOTHING`.execute(tx)
+      }
+      const found = await sql<GuessRecord>`
+        SELECT wrong, "lastWrongAt", "blockedUntil" FROM "adminGuess" WHERE client = ${client} FOR UPDATE`.execute(tx)
+      const record = found.rows[0]
+      if (record && record.blockedUntil > nowMs) return record.blockedUntil - nowMs
+      if (correct) {
+        if (record) await sql`DELETE FROM "adminGuess" WHERE client = ${client}`.execute(tx)
+        return 0
+      }
+      const next = afterWrongGuess(record, nowMs)
+      await sql`UPDATE "adminGuess" SET wrong = ${next.wrong}, "lastWrongAt" = ${next.lastWrongAt}, "blockedUntil" = ${next.blockedUntil}
+                WHERE client = ${client}`.execute(tx)
+      return 0
+    })
+  }
+
+  async forgetQuiet(nowMs: number): Promise<number> {
+    // A quiet client starts from zero anyway; its row only takes room. One still waiting is kept.
+    const result = await sql`DELETE FROM "adminGuess" WHERE "lastWrongAt" <= ${nowMs - FORGET_AFTER_MS} AND "blockedUntil" <= ${nowMs}`.execute(this.db)
+    return Number(result.numAffectedRows ?? 0)
+  }
+}
