@@ -198,17 +198,23 @@ describe('checkout in a browser', () => {
     await page.context().close()
   })
 
-  it('a second click on Pay while the first is on its way sends nothing: the page\'s script holds it back', async () => {
-    const { eventId, tierId } = await concertTier(world, 10)
-    const hold = await newHold(world, tierId, 3)
-    const page = await phonePage()
+  /** Opens the checkout, fills it and clicks Pay once, with the service's answers held back. */
+  async function firstPayClick(page: Page, url: string) {
     const network = await slowCheckoutAnswers(page)
-    await page.goto(hold.url)
+    await page.goto(url)
     await page.getByLabel('Email').fill('twice@example.com')
     await page.getByLabel('Card number').fill('4242 4242 4242 4242')
     const pay = await centerOf(page.getByRole('button', { name: /^Pay/ }))
     await page.mouse.click(pay.x, pay.y)
     await expect.poll(() => network.posts.length).toBe(1)
+    return { network, pay }
+  }
+
+  it('a second click on Pay while the first is on its way sends nothing: the page\'s script holds it back', async () => {
+    const { eventId, tierId } = await concertTier(world, 10)
+    const hold = await newHold(world, tierId, 3)
+    const page = await phonePage()
+    const { network, pay } = await firstPayClick(page, hold.url)
     await page.mouse.click(pay.x, pay.y) // the page is still waiting for the first answer
     network.release()
     // Had the second been sent, it would have replaced the first's navigation before this.
@@ -228,13 +234,7 @@ describe('checkout in a browser', () => {
     const hold = await newHold(world, tierId, 3)
     // No JavaScript, as in a browser with scripts off: nothing in the page stops the second submit.
     const page = await phonePage({ javaScriptEnabled: false })
-    const network = await slowCheckoutAnswers(page)
-    await page.goto(hold.url)
-    await page.getByLabel('Email').fill('twice@example.com')
-    await page.getByLabel('Card number').fill('4242 4242 4242 4242')
-    const pay = await centerOf(page.getByRole('button', { name: /^Pay/ }))
-    await page.mouse.click(pay.x, pay.y)
-    await expect.poll(() => network.posts.length).toBe(1)
+    const { network, pay } = await firstPayClick(page, hold.url)
     await page.mouse.click(pay.x, pay.y)
     await expect.poll(() => network.posts.length).toBe(2)
     network.release()

@@ -1,23 +1,10 @@
 import cluster, { type Cluster, type Worker } from 'node:cluster'
 import type http from 'node:http'
 import net from 'node:net'
+import { afterWrongGuess, FORGET_AFTER_MS, type GuessRecord } from '../storage/guess-rules.js'
 
-/** Wrong admin passwords a client address may send before it has to wait. */
-export const FREE_WRONG_GUESSES = 5
-/** The first wait; it doubles with every further wrong guess, up to `MAX_WAIT_MS`. */
-const FIRST_WAIT_MS = 2_000
-/** The longest wait: the operator, at the same address as a guesser, waits no longer. */
-export const MAX_WAIT_MS = 60_000
-/** An address whose last wrong guess is this old starts from zero again. */
-const FORGET_AFTER_MS = 15 * 60_000
 /** A guesser spread over more addresses than this pushes the oldest out of the count. */
 const MAX_ADDRESSES = 100_000
-
-interface GuessRecord {
-  wrong: number
-  lastWrongAt: number
-  blockedUntil: number
-}
 
 /**
  * The wrong admin passwords per client address, and how long each address must wait. While
@@ -37,9 +24,7 @@ export class AdminGuessBook {
     if (record && record.blockedUntil > now) return record.blockedUntil - now
     this.byClient.delete(client)
     if (correct) return 0
-    const wrong = record && now - record.lastWrongAt < FORGET_AFTER_MS ? record.wrong + 1 : 1
-    const blockedUntil = wrong >= FREE_WRONG_GUESSES ? now + Math.min(MAX_WAIT_MS, FIRST_WAIT_MS * 2 ** (wrong - FREE_WRONG_GUESSES)) : 0
-    this.byClient.set(client, { wrong, lastWrongAt: now, blockedUntil })
+    this.byClient.set(client, afterWrongGuess(record, now))
     this.forgetOld(now)
     return 0
   }
