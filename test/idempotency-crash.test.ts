@@ -152,6 +152,9 @@ describe('an idempotency key left pending by a request that died', () => {
     const primary = world.service.pid()!
     const workers = workerPids(primary)
     expect(workers).toHaveLength(2)
+    // After the restart above, the health check answers once one worker listens: a worker killed
+    // before it listened is one that failed to start, and the primary rightly stops for that.
+    while (!workers.every((pid) => listeningPids(world).includes(pid))) await sleep(20)
     const listeningBefore = listeningPids(world).length
     for (const pid of workers) process.kill(pid, 'SIGKILL')
     expect((await first).status, 'the first request died with its worker').toBe(-1)

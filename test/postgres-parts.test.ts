@@ -182,6 +182,11 @@ describe('service instances cut off from the server', () => {
     expect(holder.rows).toHaveLength(1)
     // As a network cut or an operator's pg_terminate_backend would.
     await nodes[1]!.pool.query('SELECT pg_terminate_backend($1)', [holder.rows[0]!.pid])
+    // The signal is sent at once, the session ends a moment later: its locks are released before
+    // it leaves pg_stat_activity, so once it has left, no node may still see the process alive.
+    const gone = async () =>
+      (await nodes[1]!.pool.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [holder.rows[0]!.pid])).rowCount === 0
+    while (!(await gone())) await new Promise((r) => setTimeout(r, 5))
     expect(await new PostgresInstanceRegistry(nodes[2]!.pool).isAlive(registry.id)).toBe(false)
     while (lost.length === 0) await new Promise((r) => setTimeout(r, 5))
     expect(await registry.isAlive(registry.id)).toBe(false)

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Database } from '../src/db/index.js'
 import { openPostgres, StorageStartError, type PostgresStorage } from '../src/storage/postgres/connect.js'
 import { migratePostgres } from '../src/storage/postgres/migrate.js'
-import { migrations } from '../src/storage/postgres/migrations/index.js'
+import { migrations, POSTGRES_ONLY_TABLES as POSTGRES_ONLY_TABLES_OF_MIGRATIONS } from '../src/storage/postgres/migrations/index.js'
 import { adminQuery, createTestDatabase, postgresAdminUrl } from './helpers/postgres.js'
 import { freePort } from './helpers/port.js'
 
@@ -145,6 +145,8 @@ describe('PostgreSQL schema', () => {
     try {
       const fullSchema = await postgresSchema(client)
       for (const table of POSTGRES_ONLY_TABLES) expect(Object.keys(fullSchema.columns)).toContain(table)
+      // The copy from SQLite leaves out exactly these tables.
+      expect([...POSTGRES_ONLY_TABLES_OF_MIGRATIONS].sort()).toEqual(POSTGRES_ONLY_TABLES)
       const pgSchema = withoutPostgresOnly(fullSchema)
       const liteSchema = sqliteSchema(sqlite)
       expect(Object.keys(pgSchema.columns).sort()).toEqual(Object.keys(liteSchema.columns).sort())

@@ -5,6 +5,7 @@ import type pg from 'pg'
 import { migrations as sqliteMigrations } from '../../db/migrations/index.js'
 import { openPostgres } from './connect.js'
 import { migratePostgres } from './migrate.js'
+import { POSTGRES_ONLY_TABLES } from './migrations/index.js'
 
 /**
  * Why a copy did not happen, as one plain line for the operator (never the password). The
@@ -116,12 +117,13 @@ async function copyInTransaction(source: Sqlite.Database, client: pg.PoolClient,
     await client.query('SET LOCAL statement_timeout = 0')
     // A node already running on the target holds locks on its tables: say so rather than wait forever.
     await client.query("SET LOCAL lock_timeout = '10s'")
-    const tables = await targetTables(client)
+    const allTables = await targetTables(client)
+    const tables = allTables.filter((table) => !POSTGRES_ONLY_TABLES.has(table.name))
     checkSameTables(source, tables)
-    const names = tables.map((t) => quote(t.name)).join(', ')
+    const names = allTables.map((t) => quote(t.name)).join(', ')
     // Nothing else writes while we check that the tables are empty and fill them (reads go on).
     await client.query(`LOCK TABLE ${names} IN EXCLUSIVE MODE`)
-    for (const table of tables) {
+    for (const table of allTables) {
       const found = await client.query(`SELECT 1 FROM ${quote(table.name)} LIMIT 1`)
       if (found.rowCount) {
         throw new CopyError(`the PostgreSQL table "${table.name}" already has rows: copy into an empty database (create a new one), so nothing is mixed or overwritten`)

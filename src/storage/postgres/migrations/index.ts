@@ -11,3 +11,10 @@ export const migrations: ReadonlyArray<{ name: string; up: string }> = [
   { name: '001-init', up: init.up },
   { name: '002-shared-promises', up: sharedPromises.up },
 ]
+
+/**
+ * Tables that only PostgreSQL has (002): what several nodes need to share (spent tokens by their
+ * key, the latest signing key per DID, the admin-guess count). SQLite keeps these in its logs
+ * and in the cluster's primary, so a copy from SQLite leaves them empty.
+ */
+export const POSTGRES_ONLY_TABLES: ReadonlySet<string> = new Set(['adminGuess', 'signingKeyLatest', 'spentJti'])
