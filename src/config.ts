@@ -101,6 +101,12 @@ function trustedProxies(env: NodeJS.ProcessEnv): net.BlockList {
 }
 
 export function readConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  // Ignoring it would leave an operator who set it believing the service runs on PostgreSQL.
+  if (env.ATM_DATABASE_URL) {
+    throw new Error(
+      'ATM_DATABASE_URL is set, but the service does not run on PostgreSQL yet (only copy-to-postgres reads it): unset it to run on the SQLite file of ATM_DB',
+    )
+  }
   const port = intVar(env, 'ATM_PORT', 2595, 0, 65535)
   const publicUrl = (env.ATM_PUBLIC_URL || `http://localhost:${port}`).replace(/\/+$/, '')
   try {

@@ -34,6 +34,13 @@ describe('command line', () => {
     expect(result.output).toContain('ATM_HOLD_TTL_SECONDS')
   })
 
+  it('ATM_DATABASE_URL stops it with exit code 2: the service does not run on PostgreSQL yet, and says so without the password', async () => {
+    const result = await runBin({ ATM_PORT: String(await freePort()), ATM_DATABASE_URL: 'postgres://atm:cli-secret-pw@127.0.0.1:1/atm' })
+    expect(result.code).toBe(2)
+    expect(result.output).toContain('ATM_DATABASE_URL is set, but the service does not run on PostgreSQL yet')
+    expect(result.output).not.toContain('cli-secret-pw')
+  })
+
   it.each([1, 2])('a port already in use stops it with exit code 1 (ATM_WORKERS=%i), not a restart loop', async (workers) => {
     const blocker = createServer()
     const port = await freePort()
