@@ -25,3 +25,18 @@ export function afterWrongGuess(record: GuessRecord | undefined, nowMs: number):
   const blockedUntil = wrong >= FREE_WRONG_GUESSES ? nowMs + Math.min(MAX_WAIT_MS, FIRST_WAIT_MS * 2 ** (wrong - FREE_WRONG_GUESSES)) : 0
   return { wrong, lastWrongAt: nowMs, blockedUntil }
 }
+
+/**
+ * One admin attempt from a client whose record is `record`, at `nowMs`: `waitMs` > 0 while it
+ * must still wait (the attempt is refused unheard and the record stays as it is: otherwise the
+ * answer would still tell a guesser when a guess was right); else the record to keep from now
+ * on, undefined once a right password has cleared it.
+ */
+export function judgeAttempt(
+  record: GuessRecord | undefined,
+  correct: boolean,
+  nowMs: number,
+): { waitMs: number; next?: undefined } | { waitMs: 0; next: GuessRecord | undefined } {
+  if (record && record.blockedUntil > nowMs) return { waitMs: record.blockedUntil - nowMs }
+  return { waitMs: 0, next: correct ? undefined : afterWrongGuess(record, nowMs) }
+}

@@ -1,16 +1,12 @@
 import cluster, { type Cluster, type Worker } from 'node:cluster'
 import type http from 'node:http'
 import net from 'node:net'
-import { afterWrongGuess, FORGET_AFTER_MS, type GuessRecord } from '../storage/guess-rules.js'
+import { FORGET_AFTER_MS, judgeAttempt, type GuessRecord } from '../storage/guess-rules.js'
 
 /** A guesser spread over more addresses than this pushes the oldest out of the count. */
 const MAX_ADDRESSES = 100_000
 
-/**
- * The wrong admin passwords per client address, and how long each address must wait. While
- * an address waits, its attempts are refused unheard, the right password included: otherwise
- * the answer would still tell a guesser when a guess was right.
- */
+/** The wrong admin passwords per client address, and how long each address must wait (see `judgeAttempt`). */
 export class AdminGuessBook {
   // In order of the last wrong guess, oldest first (an entry is moved to the end when updated).
   private readonly byClient = new Map<string, GuessRecord>()
@@ -20,12 +16,13 @@ export class AdminGuessBook {
    * not counted), or 0 once the outcome is counted (a right password clears the count).
    */
   attempt(client: string, correct: boolean, now = Date.now()): number {
-    const record = this.byClient.get(client)
-    if (record && record.blockedUntil > now) return record.blockedUntil - now
+    const verdict = judgeAttempt(this.byClient.get(client), correct, now)
+    if (verdict.waitMs > 0) return verdict.waitMs
     this.byClient.delete(client)
-    if (correct) return 0
-    this.byClient.set(client, afterWrongGuess(record, now))
-    this.forgetOld(now)
+    if (verdict.next) {
+      this.byClient.set(client, verdict.next)
+      this.forgetOld(now)
+    }
     return 0
   }
 

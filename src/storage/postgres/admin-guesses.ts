@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely'
 import type { DatabaseSchema } from '../../db/schema.js'
-import { afterWrongGuess, FORGET_AFTER_MS, type GuessRecord } from '../guess-rules.js'
+import { FORGET_AFTER_MS, judgeAttempt, type GuessRecord } from '../guess-rules.js'
 import type { GuessStore } from '../types.js'
 
 type Conn = Kysely<DatabaseSchema>
@@ -11,8 +11,7 @@ type Conn = Kysely<DatabaseSchema>
  *
  * Each attempt runs in a transaction that holds the client's row locked while it reads the
  * count and writes the next one, so attempts racing from any nodes are counted one after the
- * other. While a client waits, its attempts are refused unheard, the right password included:
- * otherwise the answer would still tell a guesser when a guess was right.
+ * other; what each attempt means is `judgeAttempt`'s to say.
  */
 export class PostgresGuessStore implements GuessStore {
   constructor(private readonly db: Conn) {}
@@ -27,12 +26,13 @@ export class PostgresGuessStore implements GuessStore {
       const found = await sql<GuessRecord>`
         SELECT wrong, "lastWrongAt", "blockedUntil" FROM "adminGuess" WHERE client = ${client} FOR UPDATE`.execute(tx)
       const record = found.rows[0]
-      if (record && record.blockedUntil > nowMs) return record.blockedUntil - nowMs
-      if (correct) {
+      const verdict = judgeAttempt(record, correct, nowMs)
+      if (verdict.waitMs > 0) return verdict.waitMs
+      const next = verdict.next
+      if (!next) {
         if (record) await sql`DELETE FROM "adminGuess" WHERE client = ${client}`.execute(tx)
         return 0
       }
-      const next = afterWrongGuess(record, nowMs)
       await sql`UPDATE "adminGuess" SET wrong = ${next.wrong}, "lastWrongAt" = ${next.lastWrongAt}, "blockedUntil" = ${next.blockedUntil}
                 WHERE client = ${client}`.execute(tx)
       return 0
