@@ -10,7 +10,7 @@ import { migratePostgres } from '../src/storage/postgres/migrate.js'
 import { PostgresSpendLog } from '../src/storage/postgres/spend-log.js'
 import { instanceLockKeys, PostgresInstanceRegistry } from '../src/storage/postgres/instances.js'
 import { PostgresGuessStore } from '../src/storage/postgres/admin-guesses.js'
-import { claimDueOutbox } from '../src/storage/postgres/outbox.js'
+import { OUTBOX_QUERIES } from '../src/delivery/deliverer.js'
 import { FREE_WRONG_GUESSES } from '../src/storage/guess-rules.js'
 import type { SpendOutcome } from '../src/storage/types.js'
 import { createTestDatabase } from './helpers/postgres.js'
@@ -228,6 +228,11 @@ describe('admin guesses across nodes', () => {
   })
 })
 
+/** The deliverer's claim as a node on PostgreSQL runs it: rows picked under FOR UPDATE SKIP LOCKED, leased for 10 minutes. */
+function claimDue(db: Parameters<typeof OUTBOX_QUERIES.claimDue>[0], now: number, limit: number) {
+  return OUTBOX_QUERIES.claimDue(db, now, now + 600_000, limit, { skipLocked: true }).execute()
+}
+
 describe('outbox claims across nodes', () => {
   async function addDueRows(count: number, prefix: string, dueAt: number): Promise<number[]> {
     const rows = await nodes[0]!.db
@@ -257,7 +262,7 @@ describe('outbox claims across nodes', () => {
     const claimer = async (node: number) => {
       for (;;) {
         const now = Date.now()
-        const rows = await claimDueOutbox(nodes[node]!.db, now, now + 600_000, 7)
+        const rows = await claimDue(nodes[node]!.db, now, 7)
         if (rows.length === 0) return
         for (const row of rows) claimedBy.set(row.seq, (claimedBy.get(row.seq) ?? 0) + 1)
       }
@@ -277,14 +282,14 @@ describe('outbox claims across nodes', () => {
     let heldByA: number[] = []
     const inA = nodes[0]!.db.transaction().execute(async (tx) => {
       const now = Date.now()
-      heldByA = (await claimDueOutbox(tx, now, now + 600_000, 4)).map((row) => row.seq)
+      heldByA = (await claimDue(tx, now, 4)).map((row) => row.seq)
       claimedInA.resolve()
       await commitA.promise
     })
     await claimedInA.promise
     const watch = watchForLockWait(nodes[2]!)
     const now = Date.now()
-    const byB = claimDueOutbox(nodes[1]!.db, now, now + 600_000, 100)
+    const byB = claimDue(nodes[1]!.db, now, 100)
     const first = await Promise.race([byB, watch.waiting])
     watch.stop()
     commitA.resolve()

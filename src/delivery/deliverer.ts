@@ -15,14 +15,20 @@ export const OUTBOX_QUERIES = {
       .selectFrom('outbox')
       .select((eb) => eb.fn.min('nextAttemptAt').as('due'))
       .where('deliveredAt', 'is', null),
-  /** Takes up to `limit` rows due at `now` until `leaseUntil`, counting the attempt. */
-  claimDue: (db: DbConn, now: number, leaseUntil: number, limit: number) =>
+  /**
+   * Takes up to `limit` rows due at `now` until `leaseUntil`, counting the attempt. SQLite's
+   * single writer keeps two claims apart; an engine with concurrent writers needs `skipLocked`
+   * (FOR UPDATE SKIP LOCKED), or two processes would pick the same rows from their own
+   * snapshots, or one would wait on rows another is taking instead of taking the next ones.
+   */
+  claimDue: (db: DbConn, now: number, leaseUntil: number, limit: number, opts: { skipLocked?: boolean } = {}) =>
     db
       .updateTable('outbox')
       .set({ nextAttemptAt: leaseUntil, attempts: sql`attempts + 1` })
-      .where('seq', 'in', (eb) =>
-        eb.selectFrom('outbox').select('seq').where('deliveredAt', 'is', null).where('nextAttemptAt', '<=', now).orderBy('nextAttemptAt').limit(limit),
-      )
+      .where('seq', 'in', (eb) => {
+        const due = eb.selectFrom('outbox').select('seq').where('deliveredAt', 'is', null).where('nextAttemptAt', '<=', now).orderBy('nextAttemptAt').limit(limit)
+        return opts.skipLocked ? due.forUpdate().skipLocked() : due
+      })
       .returningAll(),
 }
 
