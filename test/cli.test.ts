@@ -1,30 +1,19 @@
 // The command line as an operator meets it: bad configuration and a taken port stop the
 // service with a clear message and a non-zero exit code instead of a crash loop.
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { createServer } from 'node:http'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { BIN, REPO_ROOT, freePort } from './helpers/index.js'
+import { freePort, runCommand } from './helpers/index.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'atm-cli-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
+/** The service's command line with its database in this file's directory; stdout and stderr together. */
 async function runBin(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
-  const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('ATM_')))
-  const child = spawn(process.execPath, [BIN], {
-    cwd: REPO_ROOT,
-    env: { ...cleanEnv, ATM_DB: join(dir, 'atm.sqlite'), ATM_ADMIN_PASSWORD: 'cli-test', ...env },
-  })
-  let output = ''
-  child.stdout.on('data', (chunk) => (output += chunk))
-  child.stderr.on('data', (chunk) => (output += chunk))
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
-  const [code] = (await once(child, 'exit')) as [number | null]
-  clearTimeout(timer)
-  return { code, output }
+  const { code, stdout, stderr } = await runCommand([], { ATM_DB: join(dir, 'atm.sqlite'), ATM_ADMIN_PASSWORD: 'cli-test', ...env }, 30_000)
+  return { code, output: stdout + stderr }
 }
 
 describe('command line', () => {

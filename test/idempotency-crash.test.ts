@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process'
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildDocument, createKeypair, expectError, expectOk, settle, xrpc, AppClient, type DidWebIdentity } from './helpers/index.js'
+import { buildDocument, createKeypair, expectError, expectOk, settle, type Body, xrpc, AppClient, type DidWebIdentity } from './helpers/index.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
 
 const CLAIM = nsid('claimFreeTicket')
@@ -75,12 +75,18 @@ async function claim(world: World, buyer: AppClient, tierId: string, key: string
 }
 
 /** The buyer's tickets of `tierId`, and the tier's sold count. */
-async function ticketsOf(world: World, buyerDid: string, eventId: string, tierId: string) {
+/**
+ * The work was done exactly once: the buyer holds exactly the `count` tickets `answer` issued,
+ * and the tier sold that many.
+ */
+async function expectIssuedOnce(world: World, buyerDid: string, eventId: string, tierId: string, answer: Body, count: number) {
+  const issued = (answer.tickets as Array<{ ticketId: string }>).map((t) => t.ticketId).sort()
+  expect(issued).toHaveLength(count)
   const listed = expectOk(await world.app.call(nsid('listBuyerTickets'), { buyerDid, limit: 100 }))
   const tickets = (listed.tickets as Array<{ ticketId: string; tierId: string }>).filter((t) => t.tierId === tierId)
   const availability = expectOk(await world.app.call(nsid('getTicketAvailability'), { eventId }))
   const tier = (availability.tiers as Array<{ tierId: string; sold: number }>).find((t) => t.tierId === tierId)!
-  return { ticketIds: tickets.map((t) => t.ticketId).sort(), sold: tier.sold }
+  expect({ ticketIds: tickets.map((t) => t.ticketId).sort(), sold: tier.sold }).toEqual({ ticketIds: issued, sold: count })
 }
 
 /** The pids of the primary's workers. */
@@ -140,11 +146,7 @@ describe('an idempotency key left pending by a request that died', () => {
     const again = expectOk(await claim(world, gate.buyer, tierId, 'crash-service', 2))
     expect(again).toMatchObject({ claimId: retry.claimId, reused: true })
 
-    const state = await ticketsOf(world, gate.buyer.did, eventId, tierId)
-    expect(state).toEqual({
-      ticketIds: (retry.tickets as Array<{ ticketId: string }>).map((t) => t.ticketId).sort(),
-      sold: 2,
-    })
+    await expectIssuedOnce(world, gate.buyer.did, eventId, tierId, retry, 2)
   })
 
   it('a retry after kill -9 of the worker (which the primary replaces) does the work at once, exactly once', async () => {
@@ -166,11 +168,7 @@ describe('an idempotency key left pending by a request that died', () => {
     const retry = expectOk(await claim(world, gate.buyer, tierId, 'crash-worker', 3))
     expect(retry.reused).toBeUndefined()
     expect(retry.tickets).toHaveLength(3)
-    const state = await ticketsOf(world, gate.buyer.did, eventId, tierId)
-    expect(state).toEqual({
-      ticketIds: (retry.tickets as Array<{ ticketId: string }>).map((t) => t.ticketId).sort(),
-      sold: 3,
-    })
+    await expectIssuedOnce(world, gate.buyer.did, eventId, tierId, retry, 3)
   })
 
   it('a retry while the first request still runs answers IdempotencyKeyInUse, and the work is done once', async () => {
@@ -185,8 +183,7 @@ describe('an idempotency key left pending by a request that died', () => {
     expect(done.reused).toBeUndefined()
     const retry = expectOk(await claim(world, gate.buyer, tierId, 'still-running', 1))
     expect(retry).toMatchObject({ claimId: done.claimId, reused: true })
-    const state = await ticketsOf(world, gate.buyer.did, eventId, tierId)
-    expect(state).toEqual({ ticketIds: (done.tickets as Array<{ ticketId: string }>).map((t) => t.ticketId), sold: 1 })
+    await expectIssuedOnce(world, gate.buyer.did, eventId, tierId, done, 1)
   })
 
   it('logged no internal errors', () => {

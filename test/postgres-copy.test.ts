@@ -4,8 +4,6 @@
 // server, row for row; the refusals (a non-empty target, a schema that differs, a file that is
 // missing or not migrated, a bad URL, a wrong password) as one line each; and the check after
 // the copy, which rolls everything back when PostgreSQL does not hold what SQLite held.
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -15,7 +13,7 @@ import { openPostgres, type PostgresStorage } from '../src/storage/postgres/conn
 import { migratePostgres } from '../src/storage/postgres/migrate.js'
 import { POSTGRES_ONLY_TABLES } from '../src/storage/postgres/migrations/index.js'
 import { expectOk } from './helpers/expect.js'
-import { BIN, REPO_ROOT } from './helpers/service.js'
+import { runCommand, type CommandResult } from './helpers/service.js'
 import { buyPaid, claimFree, newAppWithEvents, startSink } from './helpers/lifecycle.js'
 import { adminQuery, createTestDatabase } from './helpers/postgres.js'
 import { newIdentityClient, nsid, startWorld, type World } from './helpers/world.js'
@@ -25,21 +23,12 @@ const dir = mkdtempSync(join(tmpdir(), 'atm-pg-copy-'))
 let world: World
 let sqlitePath: string
 
-async function copy(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('ATM_')))
-  const child = spawn(process.execPath, [BIN, 'copy-to-postgres', ...args], { cwd: REPO_ROOT, env: { ...cleanEnv, ...env } })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk) => (stdout += chunk))
-  child.stderr.on('data', (chunk) => (stderr += chunk))
-  const timer = setTimeout(() => child.kill('SIGKILL'), 50_000)
-  const [code] = (await once(child, 'exit')) as [number | null]
-  clearTimeout(timer)
-  return { code, stdout, stderr }
+function copy(args: string[], env: Record<string, string> = {}): Promise<CommandResult> {
+  return runCommand(['copy-to-postgres', ...args], env, 50_000)
 }
 
 /** A refusal: exit code, nothing on stdout, one plain line on stderr (no stack, no password). */
-function expectOneLine(result: { code: number | null; stdout: string; stderr: string }, code: number, expected: RegExp): void {
+function expectOneLine(result: CommandResult, code: number, expected: RegExp): void {
   expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code, stdout: '', stderr: expect.stringMatching(expected) })
   expect(result.stderr.trimEnd()).not.toContain('\n')
   expect(result.stderr).not.toMatch(/\bat .*:\d+:\d+/)

@@ -2,6 +2,7 @@
 // (built by `npm run build`, which `npm test` runs first), configured by ATM_*
 // environment variables, one temp directory per service.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -270,4 +271,27 @@ function groupAlive(child: ChildProcess): boolean {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+export interface CommandResult {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/**
+ * Runs `node dist/src/bin.js ...args` to its end, as an operator would, with none of this
+ * process's ATM_* variables (only `env`), killed after `timeoutMs`.
+ */
+export async function runCommand(args: string[], env: Record<string, string>, timeoutMs: number): Promise<CommandResult> {
+  const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('ATM_')))
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, env: { ...cleanEnv, ...env } })
+  let stdout = ''
+  let stderr = ''
+  child.stdout!.on('data', (chunk) => (stdout += chunk))
+  child.stderr!.on('data', (chunk) => (stderr += chunk))
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+  const [code] = (await once(child, 'exit')) as [number | null]
+  clearTimeout(timer)
+  return { code, stdout, stderr }
 }
