@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { join, resolve as resolvePath } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort } from './port.js'
@@ -124,7 +124,11 @@ export async function startService(opts: StartServiceOptions): Promise<ServiceHa
   let exited: Promise<number | null> = Promise.resolve(null)
   let orphans = false
 
+  // Healthy means one worker answers; a test that spreads requests over the workers needs them
+  // all, so a start waits for every worker's 'listening' line too.
+  const workers = env.ATM_WORKERS ? Number(env.ATM_WORKERS) : Math.min(availableParallelism(), 256)
   const spawnOnce = async (): Promise<void> => {
+    const outputBefore = output.length
     const c = spawn(process.execPath, [entry], {
       cwd: REPO_ROOT,
       env: env as NodeJS.ProcessEnv,
@@ -147,7 +151,8 @@ export async function startService(opts: StartServiceOptions): Promise<ServiceHa
         resolve(null)
       })
     })
-    await waitHealthy(url, exited, () => output, opts.readyTimeoutMs ?? 20_000).catch(async (err) => {
+    const listening = () => output.slice(outputBefore).split('"msg":"ATM Tickets listening"').length - 1
+    await waitHealthy(url, exited, () => output, listening, workers, opts.readyTimeoutMs ?? 20_000).catch(async (err) => {
       killGroup(c, 'SIGKILL')
       await exited
       throw err
@@ -225,6 +230,8 @@ async function waitHealthy(
   url: string,
   exited: Promise<number | null>,
   output: () => string,
+  listening: () => number,
+  workers: number,
   timeoutMs: number,
 ): Promise<void> {
   let exitCode: number | null | undefined
@@ -238,8 +245,8 @@ async function waitHealthy(
     try {
       const res = await fetch(`${url}/xrpc/_health`, { signal: AbortSignal.timeout(1000) })
       const text = await res.text()
-      if (res.status === 200) return
-      lastError = `${res.status} ${text}`
+      if (res.status === 200 && listening() >= workers) return
+      lastError = res.status === 200 ? `${listening()} of ${workers} workers listening` : `${res.status} ${text}`
     } catch (err) {
       lastError = (err as Error).message
     }
