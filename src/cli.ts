@@ -1,19 +1,21 @@
 import cluster from 'node:cluster'
 import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
-import { loadSigningKeyHex } from './context.js'
 import { readConfig, type ServerConfig } from './config.js'
 import { Database } from './db/index.js'
 import { AtmService } from './index.js'
 import { createLogger, type Logger } from './logger.js'
 import { parsePostgresUrl, StorageStartError } from './storage/postgres/connect.js'
 import { copySqliteToPostgres, CopyError } from './storage/postgres/copy-from-sqlite.js'
+import { migratePostgres } from './storage/postgres/migrate.js'
+import { connectPostgres, loadSigningKeyHex } from './storage/open.js'
 import { serveAdminGuesses } from './xrpc/admin-guesses.js'
 
 /**
  * `node dist/src/bin.js` starts the service. With ATM_WORKERS > 1 the primary process
- * migrates the database, then forks that many workers that share the port and the SQLite
- * file; every promise holds across them because all shared state lives in the database.
+ * migrates the database, then forks that many workers that share the port and the database
+ * (the SQLite file, or the PostgreSQL server that other nodes share too); every promise holds
+ * across them because all shared state lives in the database.
  */
 async function main(): Promise<void> {
   let cfg: ServerConfig
@@ -24,7 +26,7 @@ async function main(): Promise<void> {
     process.exit(2)
   }
   const logger = createLogger(cfg.logLevel)
-  const multiProcess = cfg.workers > 1 && cfg.dbPath !== ':memory:'
+  const multiProcess = cfg.workers > 1 && (cfg.databaseUrl !== null || cfg.dbPath !== ':memory:')
 
   if (cluster.isPrimary) {
     let adminPassword = cfg.adminPassword
@@ -47,7 +49,18 @@ const WAL_RESTART_WAIT_MS = 200
 /** How often the primary moves the WAL into the database file (the workers never do). */
 const CHECKPOINT_INTERVAL_MS = 250
 
-async function runPrimary(cfg: ServerConfig, logger: Logger, adminPassword: string): Promise<void> {
+/** The primary's own hold on the storage: the SQLite file it checkpoints, or nothing once PostgreSQL is migrated. */
+async function prepareStorage(cfg: ServerConfig, logger: Logger): Promise<{ stop: () => Promise<void> }> {
+  if (cfg.databaseUrl) {
+    const postgres = await connectPostgres(cfg, logger)
+    try {
+      await migratePostgres(postgres.pool)
+      await loadSigningKeyHex(cfg, postgres)
+    } finally {
+      await postgres.close()
+    }
+    return { stop: async () => {} }
+  }
   const db = new Database(cfg.dbPath, { synchronous: cfg.dbSynchronous })
   db.migrate()
   // The primary serves no requests, so the checkpoints' writes and fsync delay none; a busy
@@ -59,7 +72,17 @@ async function runPrimary(cfg: ServerConfig, logger: Logger, adminPassword: stri
       logger.warn({ err }, 'checkpoint failed')
     }
   }, CHECKPOINT_INTERVAL_MS)
-  loadSigningKeyHex(cfg)
+  await loadSigningKeyHex(cfg)
+  return {
+    stop: async () => {
+      clearInterval(checkpoints)
+      await db.close()
+    },
+  }
+}
+
+async function runPrimary(cfg: ServerConfig, logger: Logger, adminPassword: string): Promise<void> {
+  const storage = await prepareStorage(cfg, logger)
   let stopping = false
   const listening = new Set<number>()
   cluster.on('listening', (worker) => listening.add(worker.id))
@@ -74,8 +97,7 @@ async function runPrimary(cfg: ServerConfig, logger: Logger, adminPassword: stri
       logger.error({ pid: worker.process.pid, code, signal }, 'a worker failed to start; stopping')
       stopping = true
       for (const other of Object.values(cluster.workers ?? {})) other?.process.kill('SIGTERM')
-      clearInterval(checkpoints)
-      void db.close()
+      void storage.stop()
       process.exitCode = 1
       return
     }
@@ -90,8 +112,7 @@ async function runPrimary(cfg: ServerConfig, logger: Logger, adminPassword: stri
     const check = setInterval(() => {
       if (Object.keys(cluster.workers ?? {}).length === 0) {
         clearInterval(check)
-        clearInterval(checkpoints)
-        void db.close().finally(() => {
+        void storage.stop().finally(() => {
           logger.info('stopped')
           process.exit(0)
         })
@@ -107,7 +128,7 @@ async function runWorker(cfg: ServerConfig, logger: Logger, adminPassword: strin
   const service = await AtmService.create(cfg, logger, adminPassword)
   await service.start()
   logger.info(
-    { port: cfg.port, publicUrl: cfg.publicUrl, serviceDid: cfg.serviceDid, db: cfg.dbPath, devMode: cfg.devMode, pid: process.pid },
+    { port: cfg.port, publicUrl: cfg.publicUrl, serviceDid: cfg.serviceDid, storage: cfg.databaseUrl ? 'postgres' : cfg.dbPath, devMode: cfg.devMode, pid: process.pid },
     'ATM Tickets listening',
   )
   let stopping = false
@@ -202,6 +223,11 @@ export function run(): void {
     process.exit(2)
   }
   main().catch((err: unknown) => {
+    // The database named by the operator cannot be used: one line that says which and why.
+    if (err instanceof StorageStartError) {
+      process.stderr.write(`atm-tickets: ${err.message}\n`)
+      process.exit(err.failure === 'malformed-url' || err.failure === 'options' ? 2 : 1)
+    }
     process.stderr.write(`atm-tickets failed to start: ${(err as Error).stack ?? String(err)}\n`)
     process.exit(1)
   })

@@ -19,6 +19,10 @@ export interface ServerConfig {
   version: string
   /** SQLite `synchronous` level: NORMAL survives a process crash, FULL also a power cut. */
   dbSynchronous: 'NORMAL' | 'FULL'
+  /** ATM_DATABASE_URL: a `postgres://` URL runs the service on that server instead of the SQLite file. */
+  databaseUrl: string | null
+  /** The PostgreSQL pool of each process (ATM_PG_*). */
+  postgres: { poolSize: number; connectionTimeoutMs: number; statementTimeoutMs: number; idleInTransactionTimeoutMs: number }
   /** First retry delay of an undelivered event; each later one doubles, up to `deliveryRetryMaxMs`. */
   deliveryRetryBaseMs: number
   deliveryRetryMaxMs: number
@@ -101,12 +105,6 @@ function trustedProxies(env: NodeJS.ProcessEnv): net.BlockList {
 }
 
 export function readConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
-  // Ignoring it would leave an operator who set it believing the service runs on PostgreSQL.
-  if (env.ATM_DATABASE_URL) {
-    throw new Error(
-      'ATM_DATABASE_URL is set, but the service does not run on PostgreSQL yet (only copy-to-postgres reads it): unset it to run on the SQLite file of ATM_DB',
-    )
-  }
   const port = intVar(env, 'ATM_PORT', 2595, 0, 65535)
   const publicUrl = (env.ATM_PUBLIC_URL || `http://localhost:${port}`).replace(/\/+$/, '')
   try {
@@ -140,6 +138,13 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     workers: intVar(env, 'ATM_WORKERS', os.availableParallelism(), 1, 256),
     version: SERVICE_VERSION,
     dbSynchronous: synchronous,
+    databaseUrl: env.ATM_DATABASE_URL?.trim() || null,
+    postgres: {
+      poolSize: intVar(env, 'ATM_PG_POOL_SIZE', 10, 1, 1000),
+      connectionTimeoutMs: intVar(env, 'ATM_PG_CONNECT_TIMEOUT_MS', 5_000, 100, 600_000),
+      statementTimeoutMs: intVar(env, 'ATM_PG_STATEMENT_TIMEOUT_MS', 30_000, 100, 3_600_000),
+      idleInTransactionTimeoutMs: intVar(env, 'ATM_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS', 60_000, 100, 3_600_000),
+    },
     ...deliveryConfig(env),
     ...didCacheConfig(env),
     trustedProxies: trustedProxies(env),

@@ -5,7 +5,7 @@ import {
   InternalServerError,
   InvalidRequestError,
   MethodNotImplementedError,
-  type ResponseType,
+  ResponseType,
   XRPCError,
 } from '@atproto/xrpc-server'
 import express from 'express'
@@ -224,6 +224,17 @@ export class AtmService {
   }
 }
 
+/**
+ * A failure of the connection to the database server, not of the request: the server
+ * restarting or shutting down, a cut connection, no connection to be had in time.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code === 'string' && (code.startsWith('08') || ['57P01', '57P02', '57P03', '53300', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE'].includes(code))) return true
+  const message = (err as Error | null)?.message ?? ''
+  return /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(message)
+}
+
 /** Named domain failures keep their name; anything unexpected is logged and answered without detail. */
 export function toXrpcError(err: unknown, logger: Logger): XRPCError {
   if (err instanceof DomainError) {
@@ -231,6 +242,14 @@ export function toXrpcError(err: unknown, logger: Logger): XRPCError {
     if (err.kind === 'forbidden') return new ForbiddenError(err.message, err.errorName)
     // 409 is not in ResponseType's list, but XRPCError renders any 4xx status as given.
     return new XRPCError(STATUS_OF_KIND[err.kind] as ResponseType, err.message, err.errorName)
+  }
+  if (isDatabaseUnavailable(err)) {
+    logger.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'database unavailable')
+    return new XRPCError(
+      ResponseType.NotEnoughResources,
+      'the database is unavailable (the connection to it failed): retry in a moment, with the same idempotencyKey if the request has one',
+      'DatabaseUnavailable',
+    )
   }
   // Nobody is left to read the answer; the request line says the client left.
   if (err instanceof ClientGoneError) return new InvalidRequestError(err.message)

@@ -36,9 +36,9 @@ it('commits 60 concurrent writes in shared transactions; the ones that throw aft
   const visibleWhenAnswered: boolean[] = []
   const writes = Array.from({ length: 60 }, (_, id) =>
     database
-      .writeSync((tx) => {
-        tx.run('INSERT INTO note (id, text) VALUES (?, ?)', id, 'first')
-        tx.run('UPDATE note SET text = ? WHERE id = ?', 'second', id)
+      .write(async (tx) => {
+        await tx.run('INSERT INTO note (id, text) VALUES (?, ?)', id, 'first')
+        await tx.run('UPDATE note SET text = ? WHERE id = ?', 'second', id)
         tx.afterCommit(() => committedSignals.push(id))
         if (id % 3 === 0) throw new Error(`write ${id} refused`)
         return id
@@ -69,7 +69,7 @@ it('writes that arrive while another process holds the lock wait without blockin
   other.exec('BEGIN IMMEDIATE')
   let answered = 0
   const writes = Array.from({ length: 25 }, (_, id) =>
-    database.writeSync((tx) => tx.run('INSERT INTO note (id, text) VALUES (?, ?)', id, 'x')).then(() => answered++),
+    database.write((tx) => tx.run('INSERT INTO note (id, text) VALUES (?, ?)', id, 'x')).then(() => answered++),
   )
   // The event loop stays free while they wait: timers fire, nothing is answered yet.
   await new Promise((resolve) => setTimeout(resolve, 50))
@@ -84,13 +84,13 @@ it('writes that arrive while another process holds the lock wait without blockin
 
 it('a write that fails alone rolls back and the next write goes on', async () => {
   await expect(
-    database.writeSync((tx) => {
-      tx.run('INSERT INTO note (id, text) VALUES (?, ?)', 1, 'x')
-      tx.run('INSERT INTO note (id, text) VALUES (?, ?)', 1, 'duplicate')
+    database.write(async (tx) => {
+      await tx.run('INSERT INTO note (id, text) VALUES (?, ?)', 1, 'x')
+      await tx.run('INSERT INTO note (id, text) VALUES (?, ?)', 1, 'duplicate')
     }),
   ).rejects.toThrow(/UNIQUE/)
   expect(notes()).toEqual([])
   expect(database.sqlite.inTransaction).toBe(false)
-  await database.writeSync((tx) => tx.run('INSERT INTO note (id, text) VALUES (?, ?)', 2, 'y'))
+  await database.write((tx) => tx.run('INSERT INTO note (id, text) VALUES (?, ?)', 2, 'y'))
   expect(notes()).toEqual([2])
 })

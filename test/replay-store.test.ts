@@ -74,8 +74,8 @@ it('a worker started later knows the tokens spent before (it reads the log), and
 
   // A spend whose write then fails: rolled back with it, the token stays usable.
   await expect(
-    database.writeSync((tx) => {
-      expect(first.spendIn(tx, 'did:plc:app', 'rolled-back', live())).toBe(true)
+    database.write(async (tx) => {
+      expect(await first.spendIn(tx, 'did:plc:app', 'rolled-back', live())).toBe(true)
       throw new Error('refused after the spend')
     }),
   ).rejects.toThrow('refused after the spend')

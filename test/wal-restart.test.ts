@@ -30,7 +30,7 @@ const walBytes = () => statSync(`${path}-wal`).size
 
 async function writeNotes(count: number): Promise<void> {
   for (let index = 0; index < count; index++) {
-    await worker.writeSync((tx) => tx.run('INSERT INTO note (body) VALUES (?)', Buffer.alloc(8192, index)))
+    await worker.write((tx) => tx.run('INSERT INTO note (body) VALUES (?)', Buffer.alloc(8192, index)))
   }
 }
 

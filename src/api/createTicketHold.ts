@@ -1,3 +1,4 @@
+import { txOf } from '../storage/types.js'
 import type { AppContext } from '../context.js'
 import type { Server } from '../lexicon/index.js'
 import { ids } from '../lexicon/lexicons.js'
@@ -27,9 +28,9 @@ export default function (server: Server, ctx: AppContext) {
           checkRedirectUrl('cancelUrl', body.cancelUrl, ctx.cfg.devMode)
         },
         before: body.buyerDid ? () => verifyBuyer(ctx, nsid, body) : undefined,
-        workSync: (tx) =>
+        work: (tx) =>
           createHold(
-            tx,
+            txOf(tx),
             {
               scope,
               app: auth.credentials.app,

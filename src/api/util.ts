@@ -1,7 +1,7 @@
 import { AuthRequiredError, ForbiddenError, ResponseType, XRPCError, type MethodAuthContext } from '@atproto/xrpc-server'
 import { checkAdminBasicAuth, type PendingSpend } from '../auth/verifier.js'
 import type { AppContext } from '../context.js'
-import type { SyncTx } from '../db/index.js'
+import type { DbConn, Tx } from '../storage/types.js'
 import type { AppTable } from '../db/schema.js'
 import { APP_SQL, findApp } from '../tickets/apps.js'
 import { parseEnvironment } from '../tickets/environment.js'
@@ -70,10 +70,10 @@ export class DeferredAppAuth {
   }
 
   /** The same inside `tx`. Refusals are answered, not thrown: the token stays spent with the commit. */
-  settleIn(tx: SyncTx): 'ok' | 'replayed' | ForbiddenError {
-    const firstUse = this.token.spendIn(tx)
+  async settleIn(tx: Tx): Promise<'ok' | 'replayed' | ForbiddenError> {
+    const firstUse = await this.token.spendIn(tx)
     try {
-      this.app = requireTicketsApp(tx.get<AppTable>(APP_SQL.byDid, this.token.iss), this.token.iss)
+      this.app = requireTicketsApp(await tx.get<AppTable>(APP_SQL.byDid, this.token.iss), this.token.iss)
     } catch (err) {
       return err as ForbiddenError
     }
@@ -119,7 +119,9 @@ export function userAuth(ctx: AppContext, nsid: string) {
  * further one (see `AdminGuessBook`), and is answered 429 with Retry-After meanwhile.
  */
 export function adminAuth(ctx: AppContext) {
-  const attempts = adminAttempts()
+  // Counted in the database every node shares (PostgreSQL), else by this machine's primary.
+  const shared = ctx.adminGuesses
+  const attempts = shared ? { attempt: (client: string, correct: boolean) => shared.attempt(client, correct, Date.now()) } : adminAttempts()
   return async ({ req, res }: MethodAuthContext | DirectAuthContext): Promise<{ credentials: { admin: true } }> => {
     let refusal: AuthRequiredError | undefined
     try {
@@ -184,7 +186,7 @@ export async function answerReplayedRetry(
   requestHash: string,
 ): Promise<Record<string, unknown> | null> {
   if (!credentials.replayed) return null
-  const stored = scope ? await findStored(ctx.db.db, scope, requestHash, Date.now()) : null
+  const stored = scope ? await findStored(ctx.db.db, ctx.db.instances, scope, requestHash, Date.now()) : null
   if (!stored) refuseReplay(credentials)
   return replayStored(stored!)
 }
@@ -210,7 +212,7 @@ export async function idempotentProcedure<T extends Record<string, unknown>>(
   if (deferred?.pending) {
     // Without a key or slow checks, the rest of the auth is the start of the request's own
     // transaction; otherwise it is done first, on its own, as elsewhere.
-    if (!idempotency && !work.before && work.workSync) return settleAndWork(ctx, deferred, work.checks, work.workSync)
+    if (!idempotency && !work.before) return settleAndWork(ctx, deferred, work.checks, work.work)
     await deferred.settle()
   }
   const retried = await answerReplayedRetry(ctx, credentials, idempotency, requestHash)
@@ -223,14 +225,19 @@ export async function idempotentProcedure<T extends Record<string, unknown>>(
  * the checks and the work in a savepoint of their own, so that a refusal undoes the work but
  * the token stays spent.
  */
-async function settleAndWork<T>(ctx: AppContext, deferred: DeferredAppAuth, checks: (() => void) | undefined, workSync: (tx: SyncTx) => T): Promise<T> {
-  const outcome = await ctx.db.writeSync((tx) => {
-    const auth = deferred.settleIn(tx)
+async function settleAndWork<T>(
+  ctx: AppContext,
+  deferred: DeferredAppAuth,
+  checks: (() => void) | undefined,
+  work: (tx: DbConn) => Promise<T>,
+): Promise<T> {
+  const outcome = await ctx.db.write(async (tx) => {
+    const auth = await deferred.settleIn(tx)
     if (auth !== 'ok') return { auth }
     return {
-      work: tx.attempt(() => {
+      work: await tx.attempt(async () => {
         checks?.()
-        return workSync(tx)
+        return work(tx.db)
       }),
     }
   })

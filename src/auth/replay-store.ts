@@ -1,17 +1,18 @@
 import { AuthRequiredError } from '@atproto/xrpc-server'
-import type { Database, SyncTx } from '../db/index.js'
+import type { Database } from '../db/index.js'
+import type { Tx } from '../storage/types.js'
 
 export const SPENT_SQL = {
   after: 'SELECT seq, iss, jti FROM spentToken WHERE seq > ? ORDER BY seq',
   bySeq: 'SELECT iss, jti FROM spentToken WHERE seq = ?',
-  append: 'INSERT INTO spentToken (iss, jti, expiresAt) VALUES (?, ?, ?)',
+  append: 'INSERT INTO spentToken (iss, jti, expiresAt) VALUES (?, ?, ?) RETURNING seq',
   /** Of the oldest rows (a window of that many seqs), those expired before the cutoff. */
   purgeHead: 'DELETE FROM spentToken WHERE seq < (SELECT min(seq) FROM spentToken) + ? AND expiresAt < ?',
 } as const
 
 export const KEY_SQL = {
   after: 'SELECT seq, did, key, seenAt FROM signingKeyLog WHERE seq > ? ORDER BY seq',
-  append: 'INSERT INTO signingKeyLog (did, key, seenAt) VALUES (?, ?, ?)',
+  append: 'INSERT INTO signingKeyLog (did, key, seenAt) VALUES (?, ?, ?) RETURNING seq',
   /** Of the oldest rows (a window of that many seqs), those seen before the cutoff. */
   purgeHead: 'DELETE FROM signingKeyLog WHERE seq < (SELECT min(seq) FROM signingKeyLog) + ? AND seenAt < ?',
 } as const
@@ -37,6 +38,41 @@ export function hintOf(iss: string, jti: string): number {
 }
 
 /**
+ * The record of spent tokens and of issuers' latest keys, as the auth uses it, whichever the
+ * engine (see `SpendLog` for the promise it keeps across processes).
+ */
+export interface TokenLedger {
+  readonly signingKeys: KeyLedger
+  /** Reads what it needs at start. */
+  load(): Promise<void>
+  /** True when this is the first use of `(iss, jti)`; in a write of its own. */
+  spend(iss: string, jti: string, expiresAtMs: number, signingKey?: string): Promise<boolean>
+  /**
+   * Records `(iss, jti)` as spent inside `tx`, a request's own write transaction; true when this
+   * is its first use. A token verified with a key its issuer has since replaced is refused
+   * (401 BadJwtSignature) and not spent.
+   */
+  spendIn(tx: Tx, iss: string, jti: string, expiresAtMs: number, signingKey?: string): Promise<boolean>
+  /** Forgets tokens long expired; answers how many. */
+  purgeExpired(nowMs?: number): Promise<number>
+}
+
+export interface KeyLedger {
+  /** Records `key`, just fetched for `did`, unless it is already the latest; answers once committed. */
+  record(did: string, key: string): Promise<void>
+  /** Told when a DID's latest key changes or is no longer held: the cached document of that DID is forgotten unless it holds that key. */
+  onChange: (did: string, key: string | undefined) => void
+}
+
+/** The refusal of a token signed with a key its issuer has replaced. */
+export function keyReplaced(did: string): AuthRequiredError {
+  return new AuthRequiredError(
+    `jwt is signed with a key that ${did} has replaced: sign with the current #atproto key of its DID document`,
+    'BadJwtSignature',
+  )
+}
+
+/**
  * Remembers every `(iss, jti)` it has seen until the token expires. Keyed on the claims, not
  * the token string: ECDSA signatures are malleable, so one payload can carry several valid
  * signatures.
@@ -54,7 +90,7 @@ export function hintOf(iss: string, jti: string): number {
  * transaction has appended nothing yet), and `seq` never goes back (AUTOINCREMENT), so nothing
  * appended by another worker is ever skipped.
  */
-export class ReplayStore {
+export class ReplayStore implements TokenLedger {
   /** Newest generation first. */
   private generations: Array<Map<number, number | number[]>> = [new Map()]
   private generationStartedAt = Date.now()
@@ -75,15 +111,15 @@ export class ReplayStore {
    * under load does not hold the lock for it.
    */
   async load(): Promise<void> {
-    await this.database.readSync((tx) => {
-      this.readAfter(tx)
-      this.signingKeys.catchUp(tx)
+    await this.database.read(async (tx) => {
+      await this.readAfter(tx)
+      await this.signingKeys.catchUp(tx)
     })
   }
 
   /** True when this is the first use of `(iss, jti)`; in a write of its own. */
   async spend(iss: string, jti: string, expiresAtMs: number, signingKey?: string): Promise<boolean> {
-    return this.database.writeSync((tx) => this.spendIn(tx, iss, jti, expiresAtMs, signingKey))
+    return this.database.write((tx) => this.spendIn(tx, iss, jti, expiresAtMs, signingKey))
   }
 
   /**
@@ -91,11 +127,11 @@ export class ReplayStore {
    * is its first use. `signingKey`, the key the token was verified with: a token whose key some
    * worker has since seen replaced is refused (401 BadJwtSignature) and not spent.
    */
-  spendIn(tx: SyncTx, iss: string, jti: string, expiresAtMs: number, signingKey?: string): boolean {
+  async spendIn(tx: Tx, iss: string, jti: string, expiresAtMs: number, signingKey?: string): Promise<boolean> {
     if (tx.transaction !== this.caughtUpIn) {
       this.caughtUpIn = tx.transaction
-      this.readAfter(tx)
-      this.signingKeys.catchUp(tx)
+      await this.readAfter(tx)
+      await this.signingKeys.catchUp(tx)
     }
     if (signingKey !== undefined) this.signingKeys.requireLatest(iss, signingKey)
     const hint = hintOf(iss, jti)
@@ -103,12 +139,12 @@ export class ReplayStore {
       const seqs = generation.get(hint)
       if (seqs === undefined) continue
       for (const seq of typeof seqs === 'number' ? [seqs] : seqs) {
-        const row = tx.get<{ iss: string; jti: string }>(SPENT_SQL.bySeq, seq)
+        const row = await tx.get<{ iss: string; jti: string }>(SPENT_SQL.bySeq, seq)
         if (row?.iss === iss && row.jti === jti) return false
       }
     }
     // Not marked as seen: the append is not committed yet. The next transaction reads it back.
-    this.remember(hint, tx.insert(SPENT_SQL.append, iss, jti, expiresAtMs))
+    this.remember(hint, (await tx.get<{ seq: number }>(SPENT_SQL.append, iss, jti, expiresAtMs))!.seq)
     return true
   }
 
@@ -119,8 +155,8 @@ export class ReplayStore {
     return rows
   }
 
-  private readAfter(tx: SyncTx): void {
-    for (const row of tx.all<{ seq: number; iss: string; jti: string }>(SPENT_SQL.after, this.lastSeen)) {
+  private async readAfter(tx: Tx): Promise<void> {
+    for (const row of await tx.all<{ seq: number; iss: string; jti: string }>(SPENT_SQL.after, this.lastSeen)) {
       this.remember(hintOf(row.iss, row.jti), row.seq)
       this.lastSeen = row.seq
     }
@@ -155,7 +191,7 @@ export class ReplayStore {
 async function purgeHead(database: Database, sql: string, batchSize: number, cutoff: number): Promise<number> {
   let purged = 0
   for (;;) {
-    const deleted = await database.writeSync((tx) => tx.run(sql, batchSize, cutoff))
+    const deleted = await database.write((tx) => tx.run(sql, batchSize, cutoff))
     purged += deleted
     // Nothing old enough at the head: what is left waits for the next purge.
     if (deleted === 0) return purged
@@ -185,7 +221,7 @@ const MAX_KEYS = 50_000
  * rotation be recorded after it, the worker holding the newer key refuses one token, forgets
  * its document, fetches it again and records the newer key once more.
  */
-export class SigningKeyLog {
+export class SigningKeyLog implements KeyLedger {
   private readonly latest = new Map<string, { key: string; seenAt: number }>()
   private lastSeen = 0
   /**
@@ -202,8 +238,8 @@ export class SigningKeyLog {
   }
 
   /** Reads the rows appended since the last look; `tx` must see every committed row (a write transaction, or a fresh read). */
-  catchUp(tx: SyncTx): void {
-    for (const row of tx.all<{ seq: number; did: string; key: string; seenAt: number }>(KEY_SQL.after, this.lastSeen)) {
+  async catchUp(tx: Tx): Promise<void> {
+    for (const row of await tx.all<{ seq: number; did: string; key: string; seenAt: number }>(KEY_SQL.after, this.lastSeen)) {
       this.remember(row.did, row.key, row.seenAt)
       this.lastSeen = row.seq
     }
@@ -215,20 +251,17 @@ export class SigningKeyLog {
     if (latest === undefined || latest.key === key) return
     // This worker's cached document is older than the recorded one: fetch it again next time.
     this.onChange(did, latest.key)
-    throw new AuthRequiredError(
-      `jwt is signed with a key that ${did} has replaced: sign with the current #atproto key of its DID document`,
-      'BadJwtSignature',
-    )
+    throw keyReplaced(did)
   }
 
   /** Records `key`, just fetched for `did`, unless it is already the latest; answers once committed. */
   async record(did: string, key: string): Promise<void> {
     if (this.latest.get(did)?.key === key) return
-    await this.database.writeSync((tx) => {
-      this.catchUp(tx)
+    await this.database.write(async (tx) => {
+      await this.catchUp(tx)
       if (this.latest.get(did)?.key === key) return
       const seenAt = Date.now()
-      tx.insert(KEY_SQL.append, did, key, seenAt)
+      await tx.get(KEY_SQL.append, did, key, seenAt)
       // Holding the write lock, and caught up: this row is the last one of the log. Not marked
       // as seen, as it is not committed yet: the next catch-up reads it back.
       this.remember(did, key, seenAt)

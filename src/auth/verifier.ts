@@ -4,9 +4,9 @@ import type { IncomingMessage } from 'node:http'
 import SqliteDatabase from 'better-sqlite3'
 import { DomainError } from '../tickets/errors.js'
 import { secretMatches } from '../util/ids.js'
-import type { SyncTx } from '../db/index.js'
+import type { Tx } from '../storage/types.js'
 import type { BoundedDidCache } from './did-cache.js'
-import type { ReplayStore } from './replay-store.js'
+import type { TokenLedger } from './replay-store.js'
 import { createFastSignatureCheck, type SignatureCheck } from './signature.js'
 
 /** Longest lifetime a service-auth token or assertion may have (CONTRACT §2). */
@@ -112,7 +112,7 @@ export class ServiceAuthVerifier {
   constructor(
     private readonly serviceDid: string,
     private readonly idResolver: IdResolver,
-    private readonly replayStore: ReplayStore,
+    private readonly replayStore: TokenLedger,
     opts: { signatureCheck?: SignatureCheck; didCache?: BoundedDidCache } = {},
   ) {
     this.audiences = new Set([serviceDid, `${serviceDid}#atm_tickets`])
@@ -305,7 +305,7 @@ export class PendingSpend {
   private settled = false
 
   constructor(
-    private readonly store: ReplayStore,
+    private readonly store: TokenLedger,
     readonly iss: string,
     readonly jti: string,
     readonly exp: number,
@@ -320,7 +320,7 @@ export class PendingSpend {
   }
 
   /** Spends it inside `tx`; true when this is its first use. */
-  spendIn(tx: SyncTx): boolean {
+  spendIn(tx: Tx): Promise<boolean> {
     this.settled = true
     return this.store.spendIn(tx, this.iss, this.jti, this.expiresAtMs, this.signingKey)
   }

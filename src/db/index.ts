@@ -2,13 +2,14 @@ import { mkdirSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import SqliteDatabase from 'better-sqlite3'
 import { Kysely, SqliteDialect, sql, type SqliteDatabase as KyselySqlite } from 'kysely'
-import { recordInstance } from './instances.js'
+import { SqliteInstances } from './instances.js'
 import { migrations } from './migrations/index.js'
 import type { DatabaseSchema } from './schema.js'
+import { afterCommit, bindTx, txOf, type Attempt, type DbConn, type LockableTable, type Storage, type Tx } from '../storage/types.js'
 import { sleepSync } from '../util/time.js'
 
-export type { DatabaseSchema }
-export type DbConn = Kysely<DatabaseSchema>
+export type { DatabaseSchema, DbConn, Storage, Tx }
+export { afterCommit, txOf }
 
 /**
  * How long one statement may block the thread waiting for another process's write lock: not
@@ -27,38 +28,13 @@ const QUICK_RETRIES = 8
 /** How long, in all, a write may wait for the lock (asynchronously) before it fails. */
 const BUSY_DEADLINE_MS = 10_000
 
-// The synchronous face of each open kysely transaction, by its connection (see `syncTxOf`).
-const openTransactions = new WeakMap<DbConn, SyncTx>()
-
-/**
- * Runs `fn` once the transaction `tx` belongs to has committed, never if it rolls back
- * (outside a transaction, as soon as the current statement is done). For signals about
- * what the transaction wrote, such as waking the outbox deliverer; `fn` must not throw.
- */
-export function afterCommit(tx: DbConn | SyncTx, fn: () => void): void {
-  const open = tx instanceof SyncTx ? tx : openTransactions.get(tx)
-  if (open) open.afterCommit(fn)
-  else queueMicrotask(fn)
-}
-
-/**
- * The open write transaction `tx` (from `Database.transaction`) as a `SyncTx`, for domain
- * code written as synchronous statements (the capacity check-and-take) called from a kysely
- * transaction: the statements run on the same connection, inside the same BEGIN IMMEDIATE.
- */
-export function syncTxOf(tx: DbConn): SyncTx {
-  const open = openTransactions.get(tx)
-  if (!open) throw new Error('syncTxOf needs the tx of an open Database.transaction')
-  return open
-}
-
 /** How many distinct SQL texts keep their prepared statement (least recently used go first). */
 const STATEMENT_CACHE_SIZE = 500
 
 /**
  * Each distinct SQL text prepared once. Kysely's driver prepares every statement it runs; a
  * hold sent a dozen statements, and preparing them again each time cost more than running
- * them. Shared by kysely and `SyncTx`. Safe because both only call `get`, `all` and `run`,
+ * them. Shared by kysely and `SqliteTx`. Safe because both only call `get`, `all` and `run`,
  * which finish before they return (no statement is left half-read by `iterate`).
  */
 class StatementCache {
@@ -84,50 +60,43 @@ function withStatementCache(sqlite: SqliteDatabase.Database, statements: Stateme
 }
 
 /**
- * A write transaction as plain synchronous better-sqlite3 statements, for the hot
- * check-and-take: no query building, no awaits, so the write lock every worker shares is
- * held only as long as SQLite needs. Valid only while its transaction is open.
+ * A transaction on this process's connection, as plain better-sqlite3 statements through the
+ * statement cache: no query building, and each statement done before it answers (the promises
+ * are already settled), so the write lock every worker shares is held only as long as SQLite
+ * needs. Valid only while its transaction is open.
  */
-export class SyncTx {
+class SqliteTx implements Tx {
+  readonly engine = 'sqlite' as const
   private readonly hooks: Array<() => void> = []
   private open = true
 
-  /**
-   * `transaction`: which transaction of this connection it belongs to (the writes of one group
-   * commit share it), for code that does something once per transaction.
-   */
   constructor(
     private readonly statements: StatementCache,
     readonly transaction: number,
+    readonly db: DbConn,
   ) {}
 
-  get<Row>(text: string, ...params: unknown[]): Row | undefined {
-    return this.statement(text).get(...params) as Row | undefined
+  get<Row>(text: string, ...params: unknown[]): Promise<Row | undefined> {
+    return Promise.resolve(this.statement(text).get(...params) as Row | undefined)
   }
 
-  all<Row>(text: string, ...params: unknown[]): Row[] {
-    return this.statement(text).all(...params) as Row[]
+  all<Row>(text: string, ...params: unknown[]): Promise<Row[]> {
+    return Promise.resolve(this.statement(text).all(...params) as Row[])
   }
 
-  /** Runs a write; answers how many rows it changed. */
-  run(text: string, ...params: unknown[]): number {
-    return this.statement(text).run(...params).changes
+  run(text: string, ...params: unknown[]): Promise<number> {
+    return Promise.resolve(this.statement(text).run(...params).changes)
   }
 
-  /** Runs an INSERT of one row; answers its rowid. */
-  insert(text: string, ...params: unknown[]): number {
-    return Number(this.statement(text).run(...params).lastInsertRowid)
+  /** Nothing to lock: the transaction began with BEGIN IMMEDIATE and holds the whole file. */
+  lockRows(_table: LockableTable, _ids: readonly string[]): Promise<void> {
+    return Promise.resolve()
   }
 
-  /**
-   * Runs `fn` in a savepoint of its own: when it throws, its writes are undone and the error is
-   * answered, while what this transaction wrote before it stays (a spent token stays spent
-   * whatever the request then answers). An error that ends the whole transaction is thrown.
-   */
-  attempt<T>(fn: () => T): { ok: true; value: T } | { ok: false; error: unknown } {
+  async attempt<T>(fn: () => Promise<T>): Promise<Attempt<T>> {
     this.statement('SAVEPOINT attempt').run()
     try {
-      const value = fn()
+      const value = await fn()
       this.statement('RELEASE attempt').run()
       return { ok: true, value }
     } catch (error) {
@@ -138,7 +107,6 @@ export class SyncTx {
     }
   }
 
-  /** Runs `fn` once this transaction has committed, never if it rolls back. */
   afterCommit(fn: () => void): void {
     this.hooks.push(fn)
   }
@@ -151,13 +119,13 @@ export class SyncTx {
 
   private statement(text: string): SqliteDatabase.Statement {
     // A statement after the end would run on its own, outside the transaction it belongs to.
-    if (!this.open) throw new Error('SyncTx used after its transaction ended')
+    if (!this.open) throw new Error('a transaction was used after it ended')
     return this.statements.prepare(text)
   }
 }
 
 interface PendingWrite {
-  fn: (tx: SyncTx) => unknown
+  fn: (tx: Tx) => Promise<unknown>
   resolve: (value: unknown) => void
   reject: (reason: unknown) => void
 }
@@ -178,7 +146,9 @@ function isBusy(err: unknown): boolean {
  * every write transaction starts with BEGIN IMMEDIATE, so the check-and-take of capacity
  * holds the write lock from its first read to its commit, also across processes.
  */
-export class Database {
+export class Database implements Storage {
+  readonly engine = 'sqlite' as const
+  readonly instances: SqliteInstances
   readonly sqlite: SqliteDatabase.Database
   readonly db: DbConn
   private readonly statements: StatementCache
@@ -191,7 +161,7 @@ export class Database {
   private readonly pendingWrites: PendingWrite[] = []
   /** A flush of `pendingWrites` is scheduled or under way. */
   private flushing = false
-  /** Write transactions begun on this connection: each `SyncTx` carries its number (reads: 0). */
+  /** Write transactions begun on this connection: each `SqliteTx` carries its number (reads: 0). */
   private transactions = 0
   /**
    * `autoCheckpoint: false` leaves moving the WAL into the database file to another process
@@ -222,6 +192,7 @@ export class Database {
     this.releaseSavepoint = this.sqlite.prepare('RELEASE write')
     this.rollbackToSavepoint = this.sqlite.prepare('ROLLBACK TO write')
     this.db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(this.sqlite, this.statements) }) })
+    this.instances = new SqliteInstances(this.db)
   }
 
   /** Applies the migrations this file has not seen yet, in one exclusive transaction. */
@@ -243,7 +214,7 @@ export class Database {
    * leaves pending when it dies is taken over at once. Once, at start, after `migrate`.
    */
   recordInstance(): void {
-    this.waitingAtStart(() => recordInstance(this.sqlite))
+    this.waitingAtStart(() => this.instances.record(this.sqlite))
   }
 
   /** Start-up only: runs a write, sleeping while another process holds the lock. */
@@ -278,45 +249,23 @@ export class Database {
     }
   }
 
-  /**
-   * Runs `fn` in one write transaction that takes the write lock up front (BEGIN IMMEDIATE),
-   * waiting for another process's lock through `retryBusy`. The connection is held for the
-   * whole transaction, so other requests' queries wait for it instead of slipping in between
-   * its statements; for the same reason `fn` must use `tx` only, and never start another
-   * transaction (it would wait on itself).
-   */
-  async transaction<T>(fn: (tx: DbConn) => Promise<T>): Promise<T> {
-    return this.db.connection().execute(async (conn) => {
-      await this.retryBusy(() => sql`BEGIN IMMEDIATE`.execute(conn))
-      const open = new SyncTx(this.statements, ++this.transactions)
-      openTransactions.set(conn, open)
-      let committed = false
-      try {
-        const result = await fn(conn)
-        await sql`COMMIT`.execute(conn)
-        committed = true
-        return result
-      } catch (err) {
-        if (this.sqlite.inTransaction) await sql`ROLLBACK`.execute(conn)
-        throw err
-      } finally {
-        openTransactions.delete(conn)
-        open.close(committed)
-      }
-    })
+  /** `write`, handing `fn` the transaction's kysely connection (see `txOf`). */
+  transaction<T>(fn: (tx: DbConn) => Promise<T>): Promise<T> {
+    return this.write((tx) => fn(tx.db))
   }
 
   /**
-   * Runs `fn` synchronously in a BEGIN IMMEDIATE transaction, all or nothing: its writes are
-   * committed when it returns, and none of them when it throws. Answers once they are committed.
+   * Runs `fn` in a BEGIN IMMEDIATE transaction, all or nothing: its writes are committed when
+   * it returns, and none of them when it throws. Answers once they are committed.
    *
    * Group commit: the writes asked for while this process waits (for the next turn of the event
    * loop, or for another process's lock) share one transaction, each in a savepoint of its own,
    * so one failing write leaves the others alone. A commit, and the round for the write lock
-   * between workers, then serves a dozen requests instead of one. `fn` must not await anything
-   * and runs exactly once.
+   * between workers, then serves a dozen requests instead of one. The writes of a batch run one
+   * after the other on the connection, which they hold meanwhile; `fn` must await nothing but
+   * its statements (the lock is held), and never start another write (it would wait on itself).
    */
-  writeSync<T>(fn: (tx: SyncTx) => T): Promise<T> {
+  write<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.pendingWrites.push({ fn, resolve: resolve as (value: unknown) => void, reject })
       if (!this.flushing) {
@@ -331,7 +280,7 @@ export class Database {
     try {
       while (this.pendingWrites.length > 0) {
         try {
-          await this.retryBusy(() => this.withConnection(() => this.commitBatch()))
+          await this.retryBusy(() => this.db.connection().execute((conn) => this.commitBatch(conn)))
         } catch (err) {
           // The lock stayed taken past the deadline (or BEGIN failed otherwise): every write
           // waiting now fails with it, none half done.
@@ -347,34 +296,39 @@ export class Database {
    * One transaction for up to WRITE_BATCH_MAX pending writes. Throws only when BEGIN fails
    * (SQLITE_BUSY: `retryBusy` tries again, by then with the writes that arrived meanwhile).
    */
-  private commitBatch(): void {
+  private async commitBatch(conn: DbConn): Promise<void> {
     this.beginImmediate()
     const transaction = ++this.transactions
     const batch = this.pendingWrites.splice(0, WRITE_BATCH_MAX)
     // A write alone needs no savepoint: its failure rolls the whole transaction back.
     const isolate = batch.length > 1
-    const outcomes: Array<{ write: PendingWrite; tx: SyncTx; ok: boolean; value: unknown }> = []
+    const outcomes: Array<{ write: PendingWrite; tx: SqliteTx; ok: boolean; value: unknown }> = []
     let fatal: unknown
-    for (const write of batch) {
-      const tx = new SyncTx(this.statements, transaction)
-      if (isolate) this.savepoint.run()
-      try {
-        const value = write.fn(tx)
-        if (isolate) this.releaseSavepoint.run()
-        outcomes.push({ write, tx, ok: true, value })
-      } catch (err) {
-        outcomes.push({ write, tx, ok: false, value: err })
-        // SQLite ends the whole transaction on some errors (disk full, I/O): then nothing of
-        // this batch is written, and every write of it must hear so.
-        if (!this.sqlite.inTransaction) {
-          fatal = err
-          break
-        }
-        if (isolate) {
-          this.rollbackToSavepoint.run()
-          this.releaseSavepoint.run()
+    try {
+      for (const write of batch) {
+        const tx = new SqliteTx(this.statements, transaction, conn)
+        bindTx(conn, tx)
+        if (isolate) this.savepoint.run()
+        try {
+          const value = await write.fn(tx)
+          if (isolate) this.releaseSavepoint.run()
+          outcomes.push({ write, tx, ok: true, value })
+        } catch (err) {
+          outcomes.push({ write, tx, ok: false, value: err })
+          // SQLite ends the whole transaction on some errors (disk full, I/O): then nothing of
+          // this batch is written, and every write of it must hear so.
+          if (!this.sqlite.inTransaction) {
+            fatal = err
+            break
+          }
+          if (isolate) {
+            this.rollbackToSavepoint.run()
+            this.releaseSavepoint.run()
+          }
         }
       }
+    } finally {
+      bindTx(conn, undefined)
     }
     if (fatal === undefined) {
       try {
@@ -422,18 +376,26 @@ export class Database {
   }
 
   /**
-   * Runs `fn`'s reads synchronously on this process's connection while no kysely transaction
-   * is open on it, so they never see another request's transaction half done.
+   * Runs `fn`'s reads on this process's connection while no write transaction is open on it,
+   * so they never see another request's transaction half done.
    */
-  async readSync<T>(fn: (tx: SyncTx) => T): Promise<T> {
-    return this.withConnection(() => {
-      const tx = new SyncTx(this.statements, 0)
+  async read<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.db.connection().execute(async (conn) => {
+      const tx = new SqliteTx(this.statements, 0, conn)
       try {
-        return fn(tx)
+        return await fn(tx)
       } finally {
         tx.close(false)
       }
     })
+  }
+
+  /**
+   * One read statement, at once when no write transaction is open on this process's connection
+   * (the caller's request is read without a turn of the event loop), else once it has ended.
+   */
+  async readRow<Row>(text: string, ...params: unknown[]): Promise<Row | undefined> {
+    return this.withConnection(() => this.statements.prepare(text).get(...params) as Row | undefined)
   }
 
   /**

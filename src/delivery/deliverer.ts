@@ -1,5 +1,5 @@
 import { sql, type Selectable } from 'kysely'
-import type { Database, DbConn } from '../db/index.js'
+import type { DbConn, Storage } from '../storage/types.js'
 import type { OutboxTable } from '../db/schema.js'
 import type { Logger } from '../logger.js'
 import { getApp } from '../tickets/apps.js'
@@ -67,7 +67,7 @@ export class OutboxDeliverer {
   private readonly stopController = new AbortController()
 
   constructor(
-    private readonly db: Database,
+    private readonly db: Storage,
     private readonly transports: EventTransports,
     private readonly logger: Logger,
     private readonly opts: DelivererOptions,
@@ -159,7 +159,7 @@ export class OutboxDeliverer {
   private async claim(limit: number): Promise<OutboxRow[]> {
     return this.db.retryBusy(() => {
       const now = Date.now()
-      return OUTBOX_QUERIES.claimDue(this.db.db, now, now + this.leaseMs, limit).execute()
+      return OUTBOX_QUERIES.claimDue(this.db.db, now, now + this.leaseMs, limit, { skipLocked: this.db.engine === 'postgres' }).execute()
     })
   }
 

@@ -1,3 +1,6 @@
+import type { Kysely } from 'kysely'
+import type { DatabaseSchema } from '../db/schema.js'
+
 /**
  * What the service asks of its storage to keep its promises when several processes, on one
  * machine or on several, share one database. Each engine answers these its own way (SQLite:
@@ -75,4 +78,101 @@ export interface GuessStore {
   attempt(client: string, correct: boolean, nowMs: number): Promise<number>
   /** Forgets clients quiet for long enough to start from zero; answers how many. */
   forgetQuiet(nowMs: number): Promise<number>
+}
+
+export type DbConn = Kysely<DatabaseSchema>
+
+/** Which engine keeps the data: the embedded SQLite file, or a PostgreSQL server shared by nodes. */
+export type Engine = 'sqlite' | 'postgres'
+
+export type Attempt<T> = { ok: true; value: T } | { ok: false; error: unknown }
+
+/** The rows a transaction may lock for its check-then-write (see `Tx.lockRows`), by table. */
+export type LockableTable = 'tier' | 'capacityGroup' | 'hold' | 'ticket' | 'payment' | 'event' | 'organizer'
+
+/**
+ * One write transaction, the same for both engines: kysely bound to it (`db`), plain statements
+ * for the hot paths, savepoints, and hooks that run once it has committed.
+ *
+ * Statements are written once: `?` placeholders, and double quotes around any camelCase name
+ * are optional (the PostgreSQL side quotes them, SQLite does not care).
+ */
+export interface Tx {
+  readonly db: DbConn
+  readonly engine: Engine
+  /**
+   * Which transaction of this process it belongs to (on SQLite the writes of one group commit
+   * share one), for work done once per transaction.
+   */
+  readonly transaction: number
+  get<Row>(text: string, ...params: unknown[]): Promise<Row | undefined>
+  all<Row>(text: string, ...params: unknown[]): Promise<Row[]>
+  /** Runs a write; answers how many rows it changed. */
+  run(text: string, ...params: unknown[]): Promise<number>
+  /**
+   * Locks these rows until the transaction ends, in the order given (callers sort the ids, so
+   * two transactions never wait on each other in a circle), before reading what they decide
+   * on. PostgreSQL: SELECT … FOR UPDATE. SQLite: nothing, as its writer holds the whole file.
+   */
+  lockRows(table: LockableTable, ids: readonly string[]): Promise<void>
+  /**
+   * Runs `fn` in a savepoint of its own: when it throws, its writes are undone and the error is
+   * answered, while what this transaction wrote before stays (a spent token stays spent
+   * whatever the request then answers). An error that ends the whole transaction is thrown.
+   */
+  attempt<T>(fn: () => Promise<T>): Promise<Attempt<T>>
+  /** Runs `fn` once this transaction has committed, never if it rolls back; `fn` must not throw. */
+  afterCommit(fn: () => void): void
+}
+
+/**
+ * The database behind every state change, whichever the engine. The domain is written once
+ * against this: it takes a `Tx` (or the kysely `DbConn` of one) and knows nothing of the engine.
+ */
+export interface Storage {
+  readonly engine: Engine
+  /** kysely outside any transaction, for reads that need no transaction. */
+  readonly db: DbConn
+  readonly instances: InstanceRegistry
+  /**
+   * Runs `fn` in one write transaction, all or nothing; answers once it has committed. May run
+   * `fn` again from the start when the engine gave up the transaction for a conflict another
+   * transaction caused (a PostgreSQL deadlock), so `fn` does nothing but through `tx`.
+   */
+  write<T>(fn: (tx: Tx) => Promise<T>): Promise<T>
+  /** `write`, for code written as kysely queries (`txOf` gives the `Tx` of its `DbConn`). */
+  transaction<T>(fn: (tx: DbConn) => Promise<T>): Promise<T>
+  /** Plain statements outside any write transaction; each reads committed rows only. */
+  read<T>(fn: (tx: Tx) => Promise<T>): Promise<T>
+  /** One read statement outside any write transaction (the hot per-request reads). */
+  readRow<Row>(text: string, ...params: unknown[]): Promise<Row | undefined>
+  /** Retries a single statement (outside `write`) that met a passing conflict. */
+  retryBusy<T>(fn: () => Promise<T>): Promise<T>
+  close(): Promise<void>
+}
+
+// The `Tx` of each open transaction, by the kysely connection bound to it (see `txOf`).
+const openTransactions = new WeakMap<DbConn, Tx>()
+
+/** Makes `tx` reachable from its kysely connection while the transaction is open. */
+export function bindTx(conn: DbConn, tx: Tx | undefined): void {
+  if (tx) openTransactions.set(conn, tx)
+  else openTransactions.delete(conn)
+}
+
+/** The `Tx` of an open transaction, from the kysely connection `write`/`transaction` handed out. */
+export function txOf(conn: DbConn): Tx {
+  const open = openTransactions.get(conn)
+  if (!open) throw new Error('txOf needs the connection of an open transaction')
+  return open
+}
+
+/**
+ * Runs `fn` once the transaction `tx` belongs to has committed, never if it rolls back
+ * (outside a transaction, as soon as the current statement is done).
+ */
+export function afterCommit(tx: DbConn | Tx, fn: () => void): void {
+  const open = 'afterCommit' in tx ? (tx as Tx) : openTransactions.get(tx)
+  if (open) open.afterCommit(fn)
+  else queueMicrotask(fn)
 }

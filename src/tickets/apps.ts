@@ -1,5 +1,5 @@
 import { BlockList, isIP } from 'node:net'
-import type { Database, DbConn } from '../db/index.js'
+import type { DbConn, Storage } from '../storage/types.js'
 import type { AppTable } from '../db/schema.js'
 import { newSecret } from '../util/ids.js'
 import { fail } from './errors.js'
@@ -16,8 +16,8 @@ export interface RegisterAppInput {
 export const APP_SQL = { byDid: 'SELECT * FROM app WHERE did = ?' } as const
 
 /** The caller's app, read on every request: a prepared statement, without kysely's query building. */
-export async function findApp(database: Database, did: string): Promise<AppTable | undefined> {
-  return database.readSync((tx) => tx.get<AppTable>(APP_SQL.byDid, did))
+export async function findApp(database: Storage, did: string): Promise<AppTable | undefined> {
+  return database.readRow<AppTable>(APP_SQL.byDid, did)
 }
 
 export async function getApp(db: DbConn, did: string): Promise<AppTable | undefined> {

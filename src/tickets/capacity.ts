@@ -1,5 +1,5 @@
 import { sql } from 'kysely'
-import type { DbConn, SyncTx } from '../db/index.js'
+import type { DbConn, Tx } from '../storage/types.js'
 import type { CapacityGroupTable, TierTable } from '../db/schema.js'
 import { fail } from './errors.js'
 
@@ -57,9 +57,9 @@ async function expiredUnitsBy(
 }
 
 /*
- * The writers below are synchronous statements (see `SyncTx`): they run while the write lock
- * that every worker shares is held, so they do no query building and no awaits. `counted = 1`
- * is written as a literal so SQLite matches it to the partial indexes on counted items.
+ * The writers below are plain statements (see `Tx`): on SQLite they run while the write lock
+ * that every worker shares is held, so they do no query building. `counted = 1` is written as
+ * a literal so the engines match it to the partial indexes on counted items.
  */
 export const CAPACITY_SQL = {
   expiredItemsOfTier:
@@ -75,23 +75,27 @@ export const CAPACITY_SQL = {
   groupSoldAdd: 'UPDATE capacityGroup SET sold = sold + ? WHERE id = ?',
 } as const
 
+function byKey(a: [string, number], b: [string, number]): number {
+  return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0
+}
+
 type CountedItem = { holdId: string; tierId: string; capacityGroupId: string | null; quantity: number }
 
 /**
  * Uncounts every expired hold item of these tiers and groups and lowers their `held`
  * counters. Must run inside a write transaction, before capacity is checked.
  */
-export function reapExpired(tx: SyncTx, tierIds: string[], groupIds: string[], nowMs: number): void {
+export async function reapExpired(tx: Tx, tierIds: string[], groupIds: string[], nowMs: number): Promise<void> {
   // One query per tier and per group, not one with OR: each searches its partial index by key
   // and expiry instead of scanning every counted item.
   const expired = new Map<string, CountedItem>()
   for (const tierId of tierIds) {
-    for (const item of tx.all<CountedItem>(CAPACITY_SQL.expiredItemsOfTier, tierId, nowMs)) expired.set(`${item.holdId} ${item.tierId}`, item)
+    for (const item of await tx.all<CountedItem>(CAPACITY_SQL.expiredItemsOfTier, tierId, nowMs)) expired.set(`${item.holdId} ${item.tierId}`, item)
   }
   for (const groupId of groupIds) {
-    for (const item of tx.all<CountedItem>(CAPACITY_SQL.expiredItemsOfGroup, groupId, nowMs)) expired.set(`${item.holdId} ${item.tierId}`, item)
+    for (const item of await tx.all<CountedItem>(CAPACITY_SQL.expiredItemsOfGroup, groupId, nowMs)) expired.set(`${item.holdId} ${item.tierId}`, item)
   }
-  if (expired.size > 0) uncountItems(tx, [...expired.values()])
+  if (expired.size > 0) await uncountItems(tx, [...expired.values()])
 }
 
 /**
@@ -100,34 +104,32 @@ export function reapExpired(tx: SyncTx, tierIds: string[], groupIds: string[], n
  * group must have room for all it is asked (items of one group add up), and only then are
  * the units added to `held` (a hold) or `sold` (issued tickets), all or nothing.
  */
-export function takeCapacity(
-  tx: SyncTx,
+export async function takeCapacity(
+  tx: Tx,
   items: Array<{ tier: Pick<TierTable, 'id' | 'capacityGroupId'>; quantity: number }>,
   counter: 'held' | 'sold',
   nowMs: number,
-): void {
+): Promise<void> {
   const askedPerGroup = new Map<string, number>()
   for (const { tier, quantity } of items) {
     if (tier.capacityGroupId) askedPerGroup.set(tier.capacityGroupId, (askedPerGroup.get(tier.capacityGroupId) ?? 0) + quantity)
   }
-  reapExpired(
-    tx,
-    items.map((item) => item.tier.id),
-    [...askedPerGroup.keys()],
-    nowMs,
-  )
+  const tierIds = items.map((item) => item.tier.id)
+  const groupIds = [...askedPerGroup.keys()]
+  await lockCounters(tx, tierIds, groupIds)
+  await reapExpired(tx, tierIds, groupIds, nowMs)
   type Counters = { total: number; sold: number; held: number }
   for (const { tier, quantity } of items) {
-    const fresh = tx.get<Counters>(CAPACITY_SQL.tierCounters, tier.id)!
+    const fresh = (await tx.get<Counters>(CAPACITY_SQL.tierCounters, tier.id))!
     const left = fresh.total - fresh.sold - fresh.held
     if (quantity > left) fail('InsufficientTicketCapacity', `tier ${tier.id} has ${Math.max(0, left)} left, asked for ${quantity}`)
   }
   for (const [groupId, asked] of askedPerGroup) {
-    const fresh = tx.get<Counters>(CAPACITY_SQL.groupCounters, groupId)!
+    const fresh = (await tx.get<Counters>(CAPACITY_SQL.groupCounters, groupId))!
     const left = fresh.total - fresh.sold - fresh.held
     if (asked > left) fail('InsufficientTicketCapacity', `capacity group ${groupId} has ${Math.max(0, left)} left, asked for ${asked}`)
   }
-  addToCounters(
+  await addToCounters(
     tx,
     counter,
     items.map(({ tier, quantity }) => ({ tierId: tier.id, capacityGroupId: tier.capacityGroupId, quantity })),
@@ -135,14 +137,23 @@ export function takeCapacity(
 }
 
 /**
+ * Locks the counters a check-and-take decides on, in the one order every writer follows (the
+ * tiers by id, then the groups by id), so two transactions never wait on each other in a circle.
+ */
+export async function lockCounters(tx: Tx, tierIds: Iterable<string>, groupIds: Iterable<string>): Promise<void> {
+  await tx.lockRows('tier', [...new Set(tierIds)].sort())
+  await tx.lockRows('capacityGroup', [...new Set(groupIds)].sort())
+}
+
+/**
  * Adds each item's quantity (negative to take away) to the `held` or `sold` counter of its
  * tier and of its tier's group: one update per tier and per group, however many items.
  */
-export function addToCounters(
-  tx: SyncTx,
+export async function addToCounters(
+  tx: Tx,
   counter: 'held' | 'sold',
   items: Iterable<{ tierId: string; capacityGroupId: string | null; quantity: number }>,
-): void {
+): Promise<void> {
   const byTier = new Map<string, number>()
   const byGroup = new Map<string, number>()
   for (const item of items) {
@@ -151,17 +162,19 @@ export function addToCounters(
   }
   const [tierSql, groupSql] =
     counter === 'held' ? [CAPACITY_SQL.tierHeldAdd, CAPACITY_SQL.groupHeldAdd] : [CAPACITY_SQL.tierSoldAdd, CAPACITY_SQL.groupSoldAdd]
-  for (const [tierId, units] of byTier) if (units !== 0) tx.run(tierSql, units, tierId)
-  for (const [groupId, units] of byGroup) if (units !== 0) tx.run(groupSql, units, groupId)
+  // In the locking order (see `lockCounters`).
+  for (const [tierId, units] of [...byTier].sort(byKey)) if (units !== 0) await tx.run(tierSql, units, tierId)
+  for (const [groupId, units] of [...byGroup].sort(byKey)) if (units !== 0) await tx.run(groupSql, units, groupId)
 }
 
 /**
  * Removes items from the held counters (release, completion, expiry). An item already
  * uncounted, by a transaction that committed since the caller read it, is left alone.
  */
-export function uncountItems(tx: SyncTx, items: CountedItem[]): void {
-  const uncounted = items.filter((item) => tx.run(CAPACITY_SQL.uncountItem, item.holdId, item.tierId) > 0)
-  addToCounters(
+export async function uncountItems(tx: Tx, items: CountedItem[]): Promise<void> {
+  const uncounted: CountedItem[] = []
+  for (const item of items) if ((await tx.run(CAPACITY_SQL.uncountItem, item.holdId, item.tierId)) > 0) uncounted.push(item)
+  await addToCounters(
     tx,
     'held',
     uncounted.map((item) => ({ ...item, quantity: -item.quantity })),

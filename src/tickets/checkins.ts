@@ -1,5 +1,5 @@
 import { sql } from 'kysely'
-import type { DbConn } from '../db/index.js'
+import { txOf, type DbConn } from '../storage/types.js'
 import type { AppTable, CheckInListTable, CheckInTable, EventTable, TicketTable } from '../db/schema.js'
 import { newId } from '../util/ids.js'
 import { isoFromMs } from '../util/time.js'
@@ -108,8 +108,11 @@ export async function checkInTicket(tx: DbConn, req: CheckInRequest, nowMs: numb
     list = await getCheckInList(tx, scope, req.checkInListId)
     if (!list) fail('CheckInListNotFound', `no check-in list ${req.checkInListId} for this app in ${scope.environment}: omit checkInListId to use the event's own list`)
   }
-  const ticket = await findTicketByToken(tx, scope, req.ticketToken)
-  if (!ticket) return { ok: false, status: 'invalid', reason: 'not_found' }
+  const found = await findTicketByToken(tx, scope, req.ticketToken)
+  if (!found) return { ok: false, status: 'invalid', reason: 'not_found' }
+  // Read again once locked: a void or refund of this ticket at the same moment comes wholly before or after.
+  await txOf(tx).lockRows('ticket', [found.id])
+  const ticket = (await findTicketByToken(tx, scope, req.ticketToken))!
   const event = (await getEvent(tx, scope, ticket.eventId))!
   const listId = list?.id ?? event.checkInListId
   const view = await describeTicket(tx, ticket, event)

@@ -1,4 +1,4 @@
-import { syncTxOf, type DbConn } from '../db/index.js'
+import { txOf, type DbConn } from '../storage/types.js'
 import type { EventTable, HoldItemTable, HoldTable, PaymentTable, TicketTable } from '../db/schema.js'
 import { newId, newSecret, secretMatches } from '../util/ids.js'
 import { addToCounters, uncountItems } from './capacity.js'
@@ -76,6 +76,8 @@ export function ticketPageUrl(publicUrl: string, payment: Pick<PaymentTable, 'id
  * exceeds a total even for an instant.
  */
 export async function completeHold(tx: DbConn, req: CompletionRequest, nowMs: number) {
+  // Read once locked: of two submits, or a submit and a release, one comes wholly first.
+  await txOf(tx).lockRows('hold', [req.holdId])
   const hold = await tx.selectFrom('hold').selectAll().where('id', '=', req.holdId).executeTakeFirst()
   if (!hold || !secretMatches(req.token, hold.token)) fail('HoldNotFound', `no hold ${req.holdId}`)
   const status = holdStatus(hold, nowMs)
@@ -102,9 +104,9 @@ export async function completeHold(tx: DbConn, req: CompletionRequest, nowMs: nu
 
   // The hold's units are still counted (an unexpired hold is never reaped), so moving them
   // from held to sold keeps every total's sold + held unchanged.
-  const counters = syncTxOf(tx)
-  uncountItems(counters, items)
-  addToCounters(counters, 'sold', items)
+  const counters = txOf(tx)
+  await uncountItems(counters, items)
+  await addToCounters(counters, 'sold', items)
 
   const payment: PaymentTable = {
     id: newId('pay'),

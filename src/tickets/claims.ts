@@ -1,9 +1,9 @@
 import { ids } from '../lexicon/lexicons.js'
 import { sql } from 'kysely'
-import { syncTxOf, type DbConn } from '../db/index.js'
+import { txOf, type DbConn } from '../storage/types.js'
 import type { AppTable, TicketTable } from '../db/schema.js'
 import { newId, newSecret } from '../util/ids.js'
-import { isOnSale, takeCapacity } from './capacity.js'
+import { isOnSale, lockCounters, takeCapacity } from './capacity.js'
 import { fail } from './errors.js'
 import { getEvent, type Scope } from './events.js'
 import { saleState } from './holds.js'
@@ -58,8 +58,10 @@ export async function claimFreeTickets(tx: DbConn, req: ClaimRequest, nowMs: num
   if (req.quantity > tier.maxPerOrder) {
     fail('QuantityTooHigh', `tier ${tier.id} allows at most ${tier.maxPerOrder} per order, asked for ${req.quantity}`)
   }
-  requireOrganizer(syncTxOf(tx), event.organizerDid, scope.environment, false)
+  await requireOrganizer(txOf(tx), event.organizerDid, scope.environment, false)
 
+  // The tier locked first: two claims of one buyer at once are summed one after the other.
+  await lockCounters(txOf(tx), [tier.id], tier.capacityGroupId ? [tier.capacityGroupId] : [])
   const already = await CLAIM_QUERIES.claimedByBuyer(tx, tier.id, req.buyerDid).executeTakeFirstOrThrow()
   if (Number(already.units) + req.quantity > tier.maxPerOrder) {
     fail(
@@ -68,7 +70,7 @@ export async function claimFreeTickets(tx: DbConn, req: ClaimRequest, nowMs: num
     )
   }
 
-  takeCapacity(syncTxOf(tx), [{ tier, quantity: req.quantity }], 'sold', nowMs)
+  await takeCapacity(txOf(tx), [{ tier, quantity: req.quantity }], 'sold', nowMs)
 
   const claimId = newId('claim')
   await tx

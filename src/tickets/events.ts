@@ -1,7 +1,7 @@
 import { AtUri } from '@atproto/api'
 import { CID } from 'multiformats/cid'
 import type { Environment } from '../config.js'
-import { syncTxOf, type DbConn } from '../db/index.js'
+import { txOf, type DbConn } from '../storage/types.js'
 import type { EventTable } from '../db/schema.js'
 import type { EventInput } from '../lexicon/types/tickets/atmosphere/defs.js'
 import { newId } from '../util/ids.js'
@@ -109,7 +109,7 @@ export async function bindEvent(tx: DbConn, req: BindEventRequest): Promise<Even
         'forbidden',
       )
     }
-    requireOrganizer(syncTxOf(tx), req.organizerDid, scope.environment, req.needsPayments)
+    await requireOrganizer(txOf(tx), req.organizerDid, scope.environment, req.needsPayments)
     const row: EventTable = {
       id: newId('evt'),
       appDid: scope.appDid,
@@ -162,7 +162,7 @@ export async function bindEvent(tx: DbConn, req: BindEventRequest): Promise<Even
     }
     changes.organizerDid = req.organizerDid
   }
-  requireOrganizer(syncTxOf(tx), req.organizerDid, scope.environment, req.needsPayments)
+  await requireOrganizer(txOf(tx), req.organizerDid, scope.environment, req.needsPayments)
   if (req.updateDetails) {
     if (input.title !== undefined) changes.title = input.title
     if (input.cid !== undefined) changes.cid = input.cid

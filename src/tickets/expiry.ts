@@ -1,4 +1,4 @@
-import { syncTxOf, type Database, type DbConn } from '../db/index.js'
+import { txOf, type DbConn, type Storage } from '../storage/types.js'
 import { uncountItems } from './capacity.js'
 import { getApp } from './apps.js'
 import { checkoutUrl } from './holds.js'
@@ -24,7 +24,7 @@ export const EXPIRY_QUERIES = {
     db.selectFrom('hold').select('id').where('status', '=', 'active').where('expiresAt', '<=', nowMs).orderBy('expiresAt').limit(SWEEP_BATCH),
 }
 
-export async function sweepExpiredHolds(db: Database, publicUrl: string, stop?: AbortSignal, nowMs = Date.now()): Promise<number> {
+export async function sweepExpiredHolds(db: Storage, publicUrl: string, stop?: AbortSignal, nowMs = Date.now()): Promise<number> {
   let expired = 0
   while (!stop?.aborted) {
     const due = await EXPIRY_QUERIES.dueHolds(db.db, nowMs).execute()
@@ -52,7 +52,7 @@ export async function expireHolds(tx: DbConn, holdIds: string[], publicUrl: stri
     if (!marked) continue
     changed++
     const items = await tx.selectFrom('holdItem').selectAll().where('holdId', '=', holdId).execute()
-    uncountItems(syncTxOf(tx), items.filter((item) => item.counted === 1))
+    await uncountItems(txOf(tx), items.filter((item) => item.counted === 1))
     const app = await getApp(tx, marked.appDid)
     if (!app) continue
     const event = await tx.selectFrom('event').select('uri').where('id', '=', marked.eventId).executeTakeFirst()

@@ -1,12 +1,12 @@
 import { ids } from '../lexicon/lexicons.js'
-import { syncTxOf, type DbConn, type SyncTx } from '../db/index.js'
+import { txOf, type DbConn, type Tx } from '../storage/types.js'
 import type { AppTable, EventTable, HoldItemTable, HoldTable, TierTable } from '../db/schema.js'
 import { newId, newSecret } from '../util/ids.js'
 import { isOnSale, takeCapacity, uncountItems } from './capacity.js'
 import { fail } from './errors.js'
 import { getEvent, type Scope } from './events.js'
 import { requireOrganizer } from './organizers.js'
-import { enqueueAppEventSync } from './outbox.js'
+import { enqueueAppEventIn } from './outbox.js'
 import { eventAvailability } from './tiers.js'
 import { holdItemView, holdStatus } from './views.js'
 
@@ -67,36 +67,37 @@ export function checkRedirectUrl(field: 'returnUrl' | 'cancelUrl', raw: string |
   }
 }
 
-/*
- * The statements of `createHold`, which runs as one synchronous transaction (see `SyncTx`):
- * point reads by primary or unique key, and the inserts.
- */
+const HOLD_COLUMNS = [
+  'id', 'appDid', 'environment', 'eventId', 'token', 'buyerDid', 'customerEmail', 'status', 'expiresAt', 'amountCents',
+  'currency', 'returnUrl', 'cancelUrl', 'metadata', 'createdAt', 'releasedAt', 'releaseReason', 'completedAt', 'paymentId',
+] as const satisfies ReadonlyArray<keyof HoldTable>
+const ITEM_COLUMNS = [
+  'holdId', 'tierId', 'capacityGroupId', 'title', 'quantity', 'unitAmount', 'currency', 'expiresAt', 'counted',
+] as const satisfies ReadonlyArray<keyof HoldItemTable>
+
+/** The statements of `createHold`, as plain statements (see `Tx`): point reads by primary or unique key, and the inserts. */
 export const HOLD_SQL = {
   eventById: 'SELECT * FROM event WHERE id = ? AND appDid = ? AND environment = ?',
   eventByUri: 'SELECT * FROM event WHERE appDid = ? AND environment = ? AND uri = ?',
   tier: 'SELECT * FROM tier WHERE id = ? AND appDid = ? AND environment = ?',
   groupStatus: 'SELECT status FROM capacityGroup WHERE id = ?',
-  insertHold: `INSERT INTO hold (id, appDid, environment, eventId, token, buyerDid, customerEmail, status, expiresAt, amountCents,
-      currency, returnUrl, cancelUrl, metadata, createdAt, releasedAt, releaseReason, completedAt, paymentId)
-    VALUES (@id, @appDid, @environment, @eventId, @token, @buyerDid, @customerEmail, @status, @expiresAt, @amountCents,
-      @currency, @returnUrl, @cancelUrl, @metadata, @createdAt, @releasedAt, @releaseReason, @completedAt, @paymentId)`,
-  insertItem: `INSERT INTO holdItem (holdId, tierId, capacityGroupId, title, quantity, unitAmount, currency, expiresAt, counted)
-    VALUES (@holdId, @tierId, @capacityGroupId, @title, @quantity, @unitAmount, @currency, @expiresAt, @counted)`,
+  insertHold: `INSERT INTO hold (${HOLD_COLUMNS.join(', ')}) VALUES (${HOLD_COLUMNS.map(() => '?').join(', ')})`,
+  insertItem: `INSERT INTO holdItem (${ITEM_COLUMNS.join(', ')}) VALUES (${ITEM_COLUMNS.map(() => '?').join(', ')})`,
 } as const
 
 /**
  * The check-and-take. Runs inside one BEGIN IMMEDIATE transaction: every tier of the hold is
  * checked against its own total and its group's, after expired holds are uncounted, and the
- * capacity of all items is taken together or not at all. Synchronous, so the write lock
- * that all workers share is held only while SQLite works.
+ * capacity of all items is taken together or not at all. Plain statements, so the write lock
+ * that all workers share on SQLite is held only while SQLite works.
  */
-export function createHold(tx: SyncTx, req: HoldRequest, nowMs: number) {
+export async function createHold(tx: Tx, req: HoldRequest, nowMs: number) {
   const { scope } = req
   checkHoldItems(req.items)
   const named = req.eventId
-    ? tx.get<EventTable>(HOLD_SQL.eventById, req.eventId, scope.appDid, scope.environment)
+    ? await tx.get<EventTable>(HOLD_SQL.eventById, req.eventId, scope.appDid, scope.environment)
     : req.eventUri
-      ? tx.get<EventTable>(HOLD_SQL.eventByUri, scope.appDid, scope.environment, req.eventUri)
+      ? await tx.get<EventTable>(HOLD_SQL.eventByUri, scope.appDid, scope.environment, req.eventUri)
       : undefined
   if ((req.eventId || req.eventUri) && !named) {
     fail('EventNotFound', `no ticketed event ${req.eventId ?? req.eventUri} for this app in ${scope.environment}`)
@@ -104,7 +105,7 @@ export function createHold(tx: SyncTx, req: HoldRequest, nowMs: number) {
   const tierIds = req.items.map((item) => item.tierId)
   const tiersById = new Map<string, TierTable>()
   for (const tierId of tierIds) {
-    const tier = tx.get<TierTable>(HOLD_SQL.tier, tierId, scope.appDid, scope.environment)
+    const tier = await tx.get<TierTable>(HOLD_SQL.tier, tierId, scope.appDid, scope.environment)
     if (tier) tiersById.set(tierId, tier)
   }
   const tierRows = [...tiersById.values()]
@@ -114,7 +115,7 @@ export function createHold(tx: SyncTx, req: HoldRequest, nowMs: number) {
   const eventIds = new Set(tierRows.map((tier) => tier.eventId))
   if (eventIds.size > 1) fail('MixedEvents', 'a ticket hold can only contain tiers of one event: make one hold per event')
   const event =
-    named?.id === tierRows[0]!.eventId ? named : tx.get<EventTable>(HOLD_SQL.eventById, tierRows[0]!.eventId, scope.appDid, scope.environment)!
+    named?.id === tierRows[0]!.eventId ? named : (await tx.get<EventTable>(HOLD_SQL.eventById, tierRows[0]!.eventId, scope.appDid, scope.environment))!
   if ((req.eventId && req.eventId !== event.id) || (req.eventUri && req.eventUri !== event.uri)) {
     fail('MixedEvents', `the tiers belong to event ${event.id}, not to the event named in the request`)
   }
@@ -125,7 +126,7 @@ export function createHold(tx: SyncTx, req: HoldRequest, nowMs: number) {
   for (const tier of tierRows) {
     const groupId = tier.capacityGroupId
     if (!groupId || groupStatus.has(groupId)) continue
-    const group = tx.get<{ status: string }>(HOLD_SQL.groupStatus, groupId)
+    const group = await tx.get<{ status: string }>(HOLD_SQL.groupStatus, groupId)
     if (group) groupStatus.set(groupId, group.status)
   }
   for (const item of req.items) {
@@ -138,8 +139,8 @@ export function createHold(tx: SyncTx, req: HoldRequest, nowMs: number) {
       fail('QuantityTooHigh', `tier ${tier.id} allows at most ${tier.maxPerOrder} per order, asked for ${item.quantity}`)
     }
   }
-  requireOrganizer(tx, event.organizerDid, scope.environment, true)
-  takeCapacity(
+  await requireOrganizer(tx, event.organizerDid, scope.environment, true)
+  await takeCapacity(
     tx,
     req.items.map((item) => ({ tier: tiersById.get(item.tierId)!, quantity: item.quantity })),
     'held',
@@ -183,8 +184,8 @@ export function createHold(tx: SyncTx, req: HoldRequest, nowMs: number) {
     completedAt: null,
     paymentId: null,
   }
-  tx.run(HOLD_SQL.insertHold, hold)
-  for (const item of items) tx.run(HOLD_SQL.insertItem, item)
+  await tx.run(HOLD_SQL.insertHold, ...HOLD_COLUMNS.map((column) => hold[column]))
+  for (const item of items) await tx.run(HOLD_SQL.insertItem, ...ITEM_COLUMNS.map((column) => item[column]))
 
   const output = {
     holdId,
@@ -196,7 +197,7 @@ export function createHold(tx: SyncTx, req: HoldRequest, nowMs: number) {
     currency: hold.currency,
     items: items.map(holdItemView),
   }
-  enqueueAppEventSync(
+  await enqueueAppEventIn(
     tx,
     req.app,
     scope.environment,
@@ -248,13 +249,15 @@ export async function getHold(db: DbConn, scope: Scope, holdId: string) {
  * answers its status again; a completed hold was paid for and cannot be released.
  */
 export async function releaseHold(tx: DbConn, scope: Scope, holdId: string, reason: string | undefined, nowMs: number) {
+  // Read once locked: a payment completing it at the same moment comes wholly before or after.
+  await txOf(tx).lockRows('hold', [holdId])
   const { hold, items, event } = await getHold(tx, scope, holdId)
   if (hold.status === 'completed') {
     fail('HoldAlreadyCompleted', `hold ${holdId} was paid for: refund its tickets instead of releasing it`)
   }
   let current: HoldTable = hold
   if (hold.status === 'active') {
-    uncountItems(syncTxOf(tx), items.filter((item) => item.counted === 1))
+    await uncountItems(txOf(tx), items.filter((item) => item.counted === 1))
     // An expired hold stays "expired": its capacity was already free, nothing is released.
     if (hold.expiresAt > nowMs) {
       const changes = { status: 'released', releasedAt: nowMs, releaseReason: reason ?? null }

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { ExpressionBuilder } from 'kysely'
-import { syncTxOf, type Database, type DatabaseSchema, type DbConn, type SyncTx } from '../db/index.js'
-import { instanceAlive, thisInstance } from '../db/instances.js'
+import type { DatabaseSchema } from '../db/schema.js'
+import type { DbConn, InstanceRegistry, Storage } from '../storage/types.js'
 import { DomainError, fail } from './errors.js'
 
 /** Keys are remembered for 24 h (CONTRACT §5.4). */
@@ -69,9 +69,9 @@ type IdempotencyRecord = DatabaseSchema['idempotency']
  * Whether the request holding a pending key may still be running. A retry after its process
  * died must not wait: nothing will ever finish that request.
  */
-async function pendingIsLive(db: DbConn, record: IdempotencyRecord, nowMs: number): Promise<boolean> {
+async function pendingIsLive(instances: InstanceRegistry, record: IdempotencyRecord, nowMs: number): Promise<boolean> {
   if (nowMs - record.createdAt >= ABANDONED_AFTER_MS) return false
-  return record.ownerInstance === null || (await instanceAlive(db, record.ownerInstance))
+  return record.ownerInstance === null || (await instances.isAlive(record.ownerInstance))
 }
 
 async function readRecord(db: DbConn, scope: IdempotencyScope, nowMs: number) {
@@ -82,8 +82,26 @@ async function readRecord(db: DbConn, scope: IdempotencyScope, nowMs: number) {
  * Looks up a key for a request with this hash: a stored answer is returned as is; a different
  * input under the same key is IdempotencyKeyMismatch; a first request still running is
  * IdempotencyKeyInUse. Otherwise the key is taken (pending) for this request.
+ *
+ * The key is inserted first and only read when it was there: of claims racing on several
+ * nodes, the database lets one insert, and a takeover (of a key past 24 h, or left pending by
+ * a process that died) changes the row only as it was read, so only one claim can win it.
  */
-export async function claimKey(tx: DbConn, scope: IdempotencyScope, requestHash: string, nowMs: number): Promise<ClaimResult> {
+export async function claimKey(
+  tx: DbConn,
+  instances: InstanceRegistry,
+  scope: IdempotencyScope,
+  requestHash: string,
+  nowMs: number,
+): Promise<ClaimResult> {
+  const owner = randomBytes(16).toString('hex')
+  const pending = { requestHash, state: 'pending', owner, ownerInstance: instances.id, response: null, createdAt: nowMs }
+  const inserted = await tx
+    .insertInto('idempotency')
+    .values({ ...scope, ...pending })
+    .onConflict((oc) => oc.columns(['appDid', 'environment', 'method', 'key']).doNothing())
+    .executeTakeFirst()
+  if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 1) return { kind: 'claimed', owner }
   const record = await readRecord(tx, scope, nowMs)
   if (record) {
     if (record.requestHash !== requestHash) {
@@ -94,17 +112,18 @@ export async function claimKey(tx: DbConn, scope: IdempotencyScope, requestHash:
       )
     }
     if (record.state === 'done') return { kind: 'stored', response: JSON.parse(record.response!) as StoredResponse }
-    if (await pendingIsLive(tx, record, nowMs)) {
-      keyInUse(scope)
-    }
+    if (await pendingIsLive(instances, record, nowMs)) keyInUse(scope)
   }
-  const owner = randomBytes(16).toString('hex')
-  const pending = { requestHash, state: 'pending', owner, ownerInstance: thisInstance.id, response: null, createdAt: nowMs }
-  await tx
-    .insertInto('idempotency')
-    .values({ ...scope, ...pending })
-    .onConflict((oc) => oc.columns(['appDid', 'environment', 'method', 'key']).doUpdateSet(pending))
-    .execute()
+  const takeover = tx
+    .updateTable('idempotency')
+    .set(pending)
+    .where((eb) => keyIs(eb, scope))
+  // The row as it was read: pending for the owner that died, or (none read) past its 24 h.
+  const taken = await (record
+    ? takeover.where('state', '=', 'pending').where('owner', '=', record.owner)
+    : takeover.where('createdAt', '<=', nowMs - IDEMPOTENCY_TTL_MS)
+  ).executeTakeFirst()
+  if (Number(taken.numUpdatedRows) === 0) keyInUse(scope)
   return { kind: 'claimed', owner }
 }
 
@@ -112,11 +131,17 @@ export async function claimKey(tx: DbConn, scope: IdempotencyScope, requestHash:
  * Looks up a finished answer for an exact retry (a replayed token may only receive this). A
  * key left pending by a request that died has none: nothing will ever store one.
  */
-export async function findStored(db: DbConn, scope: IdempotencyScope, requestHash: string, nowMs: number): Promise<StoredResponse | null> {
+export async function findStored(
+  db: DbConn,
+  instances: InstanceRegistry,
+  scope: IdempotencyScope,
+  requestHash: string,
+  nowMs: number,
+): Promise<StoredResponse | null> {
   const record = await readRecord(db, scope, nowMs)
   if (!record || record.requestHash !== requestHash) return null
   if (record.state !== 'done') {
-    if (await pendingIsLive(db, record, nowMs)) keyInUse(scope)
+    if (await pendingIsLive(instances, record, nowMs)) keyInUse(scope)
     return null
   }
   return JSON.parse(record.response!) as StoredResponse
@@ -145,8 +170,10 @@ export const IDEMPOTENCY_QUERIES = {
  * delay may have lost it to a retry, which then did the work: it must not do it again.
  */
 export async function stillOwned(tx: DbConn, scope: IdempotencyScope, owner: string): Promise<boolean> {
-  const row = await tx.selectFrom('idempotency').select('owner').where(ownedBy(scope, owner)).executeTakeFirst()
-  return row !== undefined
+  // An update, not a read: it locks the row until this transaction ends, so a retry taking the
+  // key over now waits, then finds it no longer as it read it, and does not do the work too.
+  const touched = await tx.updateTable('idempotency').set({ owner }).where(ownedBy(scope, owner)).executeTakeFirst()
+  return Number(touched.numUpdatedRows) > 0
 }
 
 export async function storeResponse(tx: DbConn, scope: IdempotencyScope, owner: string, response: StoredResponse): Promise<void> {
@@ -167,16 +194,14 @@ export async function purgeExpiredKeys(db: DbConn, nowMs = Date.now()): Promise<
   await IDEMPOTENCY_QUERIES.purge(db, nowMs).execute()
 }
 
-/**
- * What a request does in its write transaction: `work` as kysely queries, or `workSync` as
- * synchronous statements (the hot paths; see `SyncTx`).
- */
+/** What a request does in its write transaction (`txOf(tx)` gives its plain statements). */
 export type IdempotentWork<T> = {
   /** Checks of the input alone, synchronous and without effects. */
   checks?: () => void
   /** Slow checks (assertion signatures), outside any transaction. */
   before?: () => Promise<void>
-} & ({ work: (tx: DbConn) => Promise<T>; workSync?: never } | { workSync: (tx: SyncTx) => T; work?: never })
+  work: (tx: DbConn) => Promise<T>
+}
 
 /**
  * Runs a request under an optional idempotency key: the key is taken first (so a concurrent
@@ -187,18 +212,17 @@ export type IdempotentWork<T> = {
  * run them inside a transaction (see `idempotentProcedure`).
  */
 export async function runIdempotent<T extends Record<string, unknown>>(
-  database: Database,
+  database: Storage,
   scope: IdempotencyScope | null,
   requestHash: string,
   steps: IdempotentWork<T>,
 ): Promise<T & { reused?: boolean }> {
-  const work = (tx: DbConn): Promise<T> => (steps.workSync ? Promise.resolve(steps.workSync(syncTxOf(tx))) : steps.work(tx))
   if (!scope) {
     steps.checks?.()
     await steps.before?.()
-    return steps.workSync ? database.writeSync(steps.workSync) : database.transaction(steps.work)
+    return database.transaction(steps.work)
   }
-  const claim = await database.transaction((tx) => claimKey(tx, scope, requestHash, Date.now()))
+  const claim = await database.transaction((tx) => claimKey(tx, database.instances, scope, requestHash, Date.now()))
   if (claim.kind === 'stored') return replayStored(claim.response) as T & { reused: true }
   const { owner } = claim
   try {
@@ -206,11 +230,11 @@ export async function runIdempotent<T extends Record<string, unknown>>(
     await steps.before?.()
     return await database.transaction(async (tx) => {
       if (!(await stillOwned(tx, scope, owner))) {
-        const stored = await findStored(tx, scope, requestHash, Date.now())
+        const stored = await findStored(tx, database.instances, scope, requestHash, Date.now())
         if (stored) return replayStored(stored) as T & { reused: true }
         keyInUse(scope)
       }
-      const body = await work(tx)
+      const body = await steps.work(tx)
       await storeResponse(tx, scope, owner, { ok: true, body })
       return body
     })

@@ -1,5 +1,5 @@
 import type { Environment } from '../config.js'
-import type { DbConn, SyncTx } from '../db/index.js'
+import type { DbConn, Tx } from '../storage/types.js'
 import type { OrganizerTable } from '../db/schema.js'
 import { newId } from '../util/ids.js'
 import { fail } from './errors.js'
@@ -74,12 +74,12 @@ export async function completePaymentSetup(
 }
 
 /** The organizer must have signed in; anything in live, or anything sold for money, needs payment setup. */
-export function requireOrganizer(tx: SyncTx, did: string, environment: Environment, needsPayments: boolean): OrganizerTable {
-  const organizer = tx.get<OrganizerTable>(ORGANIZER_SQL.organizer, did)
+export async function requireOrganizer(tx: Tx, did: string, environment: Environment, needsPayments: boolean): Promise<OrganizerTable> {
+  const organizer = await tx.get<OrganizerTable>(ORGANIZER_SQL.organizer, did)
   if (!organizer) {
     fail('OrganizerNotRegistered', `organizer ${did} has not signed in to ATM: they must call registerOrganizer first`)
   }
-  if ((needsPayments || environment === 'live') && !tx.get(ORGANIZER_SQL.paymentSetup, did, environment)) {
+  if ((needsPayments || environment === 'live') && !(await tx.get(ORGANIZER_SQL.paymentSetup, did, environment))) {
     fail(
       'PaymentSetupIncomplete',
       `organizer ${did} has not finished payment setup for ${environment}: they must call completePaymentSetup`,

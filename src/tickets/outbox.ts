@@ -1,5 +1,5 @@
 import type { Insertable } from 'kysely'
-import { afterCommit, type DbConn, type SyncTx } from '../db/index.js'
+import { afterCommit, type DbConn, type Tx } from '../storage/types.js'
 import type { AppTable, OutboxTable } from '../db/schema.js'
 import { newId } from '../util/ids.js'
 
@@ -71,22 +71,23 @@ export async function enqueueAppEvent(
   afterCommit(tx, notifyOutboxWrite)
 }
 
+const OUTBOX_COLUMNS = ['id', 'appDid', 'environment', 'type', 'payload', 'createdAt', 'attempts', 'nextAttemptAt', 'deliveredAt', 'lastError'] as const
+
 export const OUTBOX_SQL = {
-  insert: `INSERT INTO outbox (id, appDid, environment, type, payload, createdAt, attempts, nextAttemptAt, deliveredAt, lastError)
-    VALUES (@id, @appDid, @environment, @type, @payload, @createdAt, @attempts, @nextAttemptAt, @deliveredAt, @lastError)`,
+  insert: `INSERT INTO outbox (${OUTBOX_COLUMNS.join(', ')}) VALUES (${OUTBOX_COLUMNS.map(() => '?').join(', ')})`,
 } as const
 
-/** `enqueueAppEvent` for a synchronous transaction. */
-export function enqueueAppEventSync(
-  tx: SyncTx,
+/** `enqueueAppEvent` as one plain statement (the hot paths). */
+export async function enqueueAppEventIn(
+  tx: Tx,
   app: Pick<AppTable, 'did' | 'webhookUrl' | 'eventDelivery'>,
   environment: string,
   type: string,
   data: Record<string, unknown>,
   nowMs: number,
-): void {
+): Promise<void> {
   const row = outboxRow(app, environment, type, data, nowMs)
   if (!row) return
-  tx.run(OUTBOX_SQL.insert, row)
+  await tx.run(OUTBOX_SQL.insert, ...OUTBOX_COLUMNS.map((column) => row[column] ?? null))
   tx.afterCommit(notifyOutboxWrite)
 }

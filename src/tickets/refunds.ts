@@ -1,4 +1,4 @@
-import type { Database, DbConn } from '../db/index.js'
+import { txOf, type DbConn, type Storage } from '../storage/types.js'
 import type { AppTable, EventTable, PaymentTable, RefundTable, TicketTable } from '../db/schema.js'
 import type { PaymentProvider } from '../payments/provider.js'
 import { newId } from '../util/ids.js'
@@ -106,12 +106,15 @@ export async function refundTickets(tx: DbConn, req: RefundTicketsRequest, nowMs
   if ((req.paymentId === undefined) === (req.ticketIds === undefined)) {
     fail('InvalidRequest', 'send either paymentId (to refund a whole payment) or ticketIds (to refund some tickets), not both')
   }
+  // A whole payment: locked first, so two refunds of it are summed one after the other.
+  if (req.paymentId !== undefined) await txOf(tx).lockRows('payment', [req.paymentId])
   const tickets = req.paymentId !== undefined ? await refundableOfPayment(tx, scope, req.paymentId) : await namedRefundable(tx, scope, req.ticketIds!)
   const events = await eventsOf(tx, tickets)
   checkNotStarted(events.values(), req.force, 'refund', nowMs)
 
   const byPayment = new Map<string, TicketTable[]>()
   for (const ticket of tickets) byPayment.set(ticket.paymentId!, [...(byPayment.get(ticket.paymentId!) ?? []), ticket])
+  await txOf(tx).lockRows('payment', [...byPayment.keys()].sort())
   const paymentRows = await tx.selectFrom('payment').selectAll().where('id', 'in', [...byPayment.keys()]).execute()
   const paymentOf = new Map(paymentRows.map((p) => [p.id, p]))
 
@@ -124,7 +127,7 @@ export async function refundTickets(tx: DbConn, req: RefundTicketsRequest, nowMs
     refunded.push(...refund.tickets)
   }
   // Voided tickets gave their capacity back when they were voided.
-  returnSoldCapacity(tx, tickets.filter((t) => t.status !== 'voided'))
+  await returnSoldCapacity(tx, tickets.filter((t) => t.status !== 'voided'))
 
   const order = new Map(tickets.map((t, index) => [t.id, index]))
   refunded.sort((a, b) => order.get(a.id)! - order.get(b.id)!)
@@ -204,7 +207,7 @@ async function recordRefund(
  * request that recorded them calls this. Answers the refunds the provider refused; they stay
  * recorded with an empty providerRef for the operator to settle.
  */
-export async function sendRefunds(database: Database, provider: PaymentProvider, refunds: RefundAnswer[]): Promise<string[]> {
+export async function sendRefunds(database: Storage, provider: PaymentProvider, refunds: RefundAnswer[]): Promise<string[]> {
   const refused: string[] = []
   for (const refund of refunds) {
     const payment = await database.db.selectFrom('payment').select('providerRef').where('id', '=', refund.paymentId).executeTakeFirstOrThrow()

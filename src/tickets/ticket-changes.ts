@@ -1,4 +1,4 @@
-import { syncTxOf, type DbConn } from '../db/index.js'
+import { txOf, type DbConn } from '../storage/types.js'
 import type { AppTable, EventTable, TicketTable } from '../db/schema.js'
 import { msFromIso } from '../util/time.js'
 import { addToCounters, loadUsage } from './capacity.js'
@@ -17,6 +17,8 @@ export async function requireTickets(db: DbConn, scope: Scope, ticketIds: string
     if (seen.has(id)) fail('InvalidRequest', `ticketIds lists ${id} more than once: name each ticket once`)
     seen.add(id)
   }
+  // Locked before they are read: the change decided on them is the only one at a time.
+  await txOf(db).lockRows('ticket', [...ticketIds].sort())
   const rows = await db
     .selectFrom('ticket')
     .selectAll()
@@ -59,9 +61,9 @@ export function refuseCheckedIn(ticket: TicketTable, action: string): void {
 }
 
 /** Lowers `sold` of the tickets' tiers and groups: these tickets no longer take capacity. */
-export function returnSoldCapacity(tx: DbConn, tickets: TicketTable[]): void {
-  addToCounters(
-    syncTxOf(tx),
+export async function returnSoldCapacity(tx: DbConn, tickets: TicketTable[]): Promise<void> {
+  await addToCounters(
+    txOf(tx),
     'sold',
     tickets.map((ticket) => ({ tierId: ticket.tierId, capacityGroupId: ticket.capacityGroupId, quantity: -1 })),
   )

@@ -1,9 +1,9 @@
 import { sql } from 'kysely'
-import { syncTxOf, type DbConn } from '../db/index.js'
+import { txOf, type DbConn } from '../storage/types.js'
 import type { CapacityGroupTable, EventTable, TierTable } from '../db/schema.js'
 import { newId } from '../util/ids.js'
 import { msFromIso } from '../util/time.js'
-import { eventCapacity, isOnSale, isScarce, loadUsage, reapExpired, withUsage, type TierWithUsage, type Usage } from './capacity.js'
+import { eventCapacity, isOnSale, isScarce, loadUsage, lockCounters, reapExpired, withUsage, type TierWithUsage, type Usage } from './capacity.js'
 import { fail } from './errors.js'
 import { getEvent, type Scope } from './events.js'
 import { isIsoCurrency } from './currency.js'
@@ -100,6 +100,8 @@ export async function updateCapacityGroup(
   if (input.status !== undefined && !(GROUP_STATUSES as readonly string[]).includes(input.status)) {
     fail('InvalidRequest', `status must be "active" or "archived", got "${input.status}"`)
   }
+  // Locked before it is read: a hold taking the group's last units comes wholly before or after.
+  await lockCounters(txOf(tx), [], [input.capacityGroupId])
   const group = await getGroup(tx, scope, input.capacityGroupId)
   if (!group) fail('CapacityGroupNotFound', `no capacity group ${input.capacityGroupId} for this app in ${scope.environment}`)
   const changes: Partial<CapacityGroupTable> = { updatedAt: nowMs }
@@ -107,7 +109,7 @@ export async function updateCapacityGroup(
   if (input.status !== undefined) changes.status = input.status
   if (input.metadata !== undefined) changes.metadata = JSON.stringify(input.metadata)
   if (input.totalCapacity !== undefined) {
-    reapExpired(syncTxOf(tx), [], [group.id], nowMs)
+    await reapExpired(txOf(tx), [], [group.id], nowMs)
     checkNotBelowCommitted('totalCapacity', input.totalCapacity, (await getGroup(tx, scope, group.id))!)
     changes.totalCapacity = input.totalCapacity
   }
@@ -221,6 +223,8 @@ export async function updateTier(
   if (input.status !== undefined && !(TIER_STATUSES as readonly string[]).includes(input.status)) {
     fail('InvalidRequest', `status must be one of ${TIER_STATUSES.join(', ')}, got "${input.status}"`)
   }
+  // Locked before it is read: a hold taking the tier's last units comes wholly before or after.
+  await lockCounters(txOf(tx), [input.tierId], [])
   const tier = await requireTier(tx, scope, input.tierId)
   if (input.currency !== undefined && input.currency.toLowerCase() !== tier.currency) {
     fail('CurrencyMismatch', `tier ${tier.id} sells in ${tier.currency}; its currency cannot change: create a new tier`)
@@ -241,10 +245,10 @@ export async function updateTier(
   )
   const event = (await getEvent(tx, scope, tier.eventId))!
   if (tier.unitAmount === 0 && (changes.unitAmount ?? 0) > 0) {
-    requireOrganizer(syncTxOf(tx), event.organizerDid, scope.environment, true)
+    await requireOrganizer(txOf(tx), event.organizerDid, scope.environment, true)
   }
   if (input.quantityTotal !== undefined) {
-    reapExpired(syncTxOf(tx), [tier.id], [], nowMs)
+    await reapExpired(txOf(tx), [tier.id], [], nowMs)
     checkNotBelowCommitted('quantityTotal', input.quantityTotal, (await getTier(tx, scope, tier.id))!)
     changes.quantityTotal = input.quantityTotal
   }
@@ -269,7 +273,8 @@ async function moveTierToGroup(tx: DbConn, scope: Scope, tier: TierTable, groupI
     await checkGroupCurrency(tx, groupId, tier.currency, tier.id)
   }
   const groupIds = [tier.capacityGroupId, groupId].filter((id): id is string => id !== null)
-  reapExpired(syncTxOf(tx), [tier.id], groupIds, nowMs)
+  await lockCounters(txOf(tx), [tier.id], groupIds)
+  await reapExpired(txOf(tx), [tier.id], groupIds, nowMs)
   const current = (await getTier(tx, scope, tier.id))!
   if (groupId !== null) {
     const fresh = (await getGroup(tx, scope, groupId))!

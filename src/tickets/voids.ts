@@ -45,7 +45,7 @@ export async function voidTickets(tx: DbConn, req: VoidRequest, nowMs: number) {
     .set({ status: 'voided', voidedAt: nowMs, statusReason: reason })
     .where('id', 'in', tickets.map((t) => t.id))
     .execute()
-  returnSoldCapacity(tx, tickets)
+  await returnSoldCapacity(tx, tickets)
 
   const voided: TicketTable[] = tickets.map((t) => ({ ...t, status: 'voided', voidedAt: nowMs, statusReason: reason }))
   const views = await viewsOf(tx, voided, events)

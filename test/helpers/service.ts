@@ -9,6 +9,7 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join, resolve as resolvePath } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort } from './port.js'
+import { createTestDatabase } from './postgres.js'
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
 export const BIN = join(REPO_ROOT, 'dist', 'src', 'bin.js')
@@ -28,8 +29,13 @@ export interface StartServiceOptions {
   devMode?: boolean
   /** ATM_WORKERS; default unset (the service's own default). */
   workers?: number
-  /** ATM_DB; default <tempdir>/atm.sqlite. */
+  /** ATM_DB; default <tempdir>/atm.sqlite. Naming a file also keeps the service on SQLite. */
   db?: string
+  /**
+   * ATM_DATABASE_URL. Default: with ATM_TEST_BACKEND=postgres, a new empty database on the run's
+   * PostgreSQL server (unless `db` names a SQLite file); otherwise none, and the SQLite file.
+   */
+  databaseUrl?: string
   /** More variables; a value of undefined removes one. */
   env?: Record<string, string | undefined>
   /** Script to run instead of dist/src/bin.js (relative to the repo root or absolute). */
@@ -44,6 +50,8 @@ export interface ServiceHandle {
   /** did:web:localhost%3A<port>: the `aud` of every token. */
   serviceDid: string
   dbPath: string
+  /** ATM_DATABASE_URL when the service runs on PostgreSQL. */
+  databaseUrl: string | undefined
   /** The temp directory (database, generated signing key). */
   dir: string
   /** undefined when started with adminPassword: null */
@@ -89,6 +97,11 @@ const registry: Registry = (g[REGISTRY] ??= (() => {
 })())
 const { live, tempDirs } = registry
 
+/** The suite runs against PostgreSQL (ATM_TEST_BACKEND=postgres) instead of SQLite files. */
+export function onPostgres(): boolean {
+  return process.env.ATM_TEST_BACKEND === 'postgres'
+}
+
 export async function startService(opts: StartServiceOptions): Promise<ServiceHandle> {
   const entry = opts.entry ?? 'dist/src/bin.js'
   if (!existsSync(resolvePath(REPO_ROOT, entry))) {
@@ -98,6 +111,7 @@ export async function startService(opts: StartServiceOptions): Promise<ServiceHa
   const dir = mkdtempSync(join(tmpdir(), 'atm-test-'))
   tempDirs.add(dir)
   const dbPath = opts.db ?? join(dir, 'atm.sqlite')
+  const databaseUrl = opts.databaseUrl ?? (onPostgres() && opts.db === undefined ? await createTestDatabase('svc') : undefined)
   const adminPassword =
     opts.adminPassword === null ? undefined : (opts.adminPassword ?? randomBytes(18).toString('base64url'))
 
@@ -114,6 +128,7 @@ export async function startService(opts: StartServiceOptions): Promise<ServiceHa
     ATM_LOG_LEVEL: opts.logLevel ?? 'info',
     ATM_HOLD_TTL_SECONDS: opts.holdTtlSeconds?.toString(),
     ATM_WORKERS: opts.workers?.toString(),
+    ATM_DATABASE_URL: databaseUrl,
     ...opts.env,
   })
   for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k]
@@ -164,6 +179,7 @@ export async function startService(opts: StartServiceOptions): Promise<ServiceHa
     port,
     serviceDid: `did:web:localhost%3A${port}`,
     dbPath,
+    databaseUrl,
     dir,
     adminPassword,
     pid: () => child?.pid,
