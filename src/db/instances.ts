@@ -57,9 +57,9 @@ export class SqliteInstances implements InstanceRegistry {
    * replaced its row). A pid taken by some other program reads as running; the caller's time
    * limit covers that.
    */
-  async isAlive(instanceId: string): Promise<boolean> {
+  async isAlive(instanceId: string, within: DbConn = this.db): Promise<boolean> {
     if (instanceId === thisInstance.id) return true
-    const row = await this.db.selectFrom('serviceInstance').select('pid').where('id', '=', instanceId).executeTakeFirst()
+    const row = await within.selectFrom('serviceInstance').select('pid').where('id', '=', instanceId).executeTakeFirst()
     return row !== undefined && pidRuns(row.pid)
   }
 

@@ -60,7 +60,7 @@ export async function openStorage(cfg: ServerConfig, logger: Logger, opts: { aut
 export function connectPostgres(cfg: ServerConfig, logger: Logger): Promise<PostgresStorage> {
   return openPostgres(cfg.databaseUrl!, {
     ...cfg.postgres,
-    onIdleConnectionError: (err) => logger.warn({ err: { message: err.message } }, 'a pooled database connection failed while idle; it was dropped'),
+    onIdleConnectionError: (err) => logger.warn({ err: { message: err.message } }, 'a database connection failed; it is dropped and another opened when needed'),
   })
 }
 

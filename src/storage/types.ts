@@ -58,7 +58,8 @@ export interface InstanceRegistry {
   readonly id: string
   /** Makes this process known as alive; until `close`, or until it dies. */
   register(): Promise<void>
-  isAlive(id: string): Promise<boolean>
+  /** `within`: the open transaction of the caller, which SQLite must use (its one connection is the transaction's). */
+  isAlive(id: string, within?: DbConn): Promise<boolean>
   /** Stops being alive (at shutdown). */
   close(): Promise<void>
 }

@@ -69,9 +69,9 @@ type IdempotencyRecord = DatabaseSchema['idempotency']
  * Whether the request holding a pending key may still be running. A retry after its process
  * died must not wait: nothing will ever finish that request.
  */
-async function pendingIsLive(instances: InstanceRegistry, record: IdempotencyRecord, nowMs: number): Promise<boolean> {
+async function pendingIsLive(db: DbConn, instances: InstanceRegistry, record: IdempotencyRecord, nowMs: number): Promise<boolean> {
   if (nowMs - record.createdAt >= ABANDONED_AFTER_MS) return false
-  return record.ownerInstance === null || (await instances.isAlive(record.ownerInstance))
+  return record.ownerInstance === null || (await instances.isAlive(record.ownerInstance, db))
 }
 
 async function readRecord(db: DbConn, scope: IdempotencyScope, nowMs: number) {
@@ -112,7 +112,7 @@ export async function claimKey(
       )
     }
     if (record.state === 'done') return { kind: 'stored', response: JSON.parse(record.response!) as StoredResponse }
-    if (await pendingIsLive(instances, record, nowMs)) keyInUse(scope)
+    if (await pendingIsLive(tx, instances, record, nowMs)) keyInUse(scope)
   }
   const takeover = tx
     .updateTable('idempotency')
@@ -141,7 +141,7 @@ export async function findStored(
   const record = await readRecord(db, scope, nowMs)
   if (!record || record.requestHash !== requestHash) return null
   if (record.state !== 'done') {
-    if (await pendingIsLive(instances, record, nowMs)) keyInUse(scope)
+    if (await pendingIsLive(db, instances, record, nowMs)) keyInUse(scope)
     return null
   }
   return JSON.parse(record.response!) as StoredResponse

@@ -212,6 +212,11 @@ export async function openPostgres(url: string, options: Partial<PostgresOptions
     types: typeParsers,
   })
   pool.on('error', (error) => opts.onIdleConnectionError(error))
+  // The pool listens for errors only on connections it holds idle. One lent out (to a request
+  // between two statements) that the server ends would otherwise throw its 'error' event and
+  // end the process; heard here, the next statement on it fails instead, that request answers
+  // 503, and the pool drops the connection when it comes back.
+  pool.on('connect', (client) => client.on('error', (error) => opts.onIdleConnectionError(error)))
   let serverVersionNum: number
   try {
     const client = await pool.connect()

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import pg from 'pg'
-import type { InstanceRegistry } from '../types.js'
+import { CompiledQuery } from 'kysely'
+import type { DbConn, InstanceRegistry } from '../types.js'
 
 /**
  * The two 32-bit halves of the advisory lock that stands for instance `id`: the two-key form,
@@ -70,19 +71,21 @@ export class PostgresInstanceRegistry implements InstanceRegistry {
     this.holder = holder
   }
 
-  async isAlive(id: string): Promise<boolean> {
+  async isAlive(id: string, within?: DbConn): Promise<boolean> {
     if (id === this.id && this.holder) return true
     const [high, low] = instanceLockKeys(id).unsigned
-    const held = await this.pool.query<{ held: boolean }>(
-      `SELECT EXISTS (
+    const text = `SELECT EXISTS (
          SELECT 1 FROM pg_locks
           WHERE locktype = 'advisory' AND granted AND objsubid = 2
             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
             AND classid = $1::bigint::oid AND objid = $2::bigint::oid
-       ) AS held`,
-      [high, low],
-    )
-    return held.rows[0]?.held === true
+       ) AS held`
+    // On the caller's own connection when it has one: a second connection per request could
+    // leave every pooled connection waiting for another.
+    const held = within
+      ? (await within.executeQuery<{ held: boolean }>(CompiledQuery.raw(text, [high, low]))).rows
+      : (await this.pool.query<{ held: boolean }>(text, [high, low])).rows
+    return held[0]?.held === true
   }
 
   async close(): Promise<void> {

@@ -49,7 +49,12 @@ export class PostgresSpendLog implements SpendLog<Conn> {
   }
 
   async latestKey(did: string): Promise<string | undefined> {
-    const latest = await sql<{ key: string }>`SELECT key FROM "signingKeyLatest" WHERE did = ${did}`.execute(this.db)
+    return this.latestKeyIn(this.db, did)
+  }
+
+  /** `latestKey` on a given connection (the caller's transaction). */
+  async latestKeyIn(db: Conn, did: string): Promise<string | undefined> {
+    const latest = await sql<{ key: string }>`SELECT key FROM "signingKeyLatest" WHERE did = ${did}`.execute(db)
     return latest.rows[0]?.key
   }
 

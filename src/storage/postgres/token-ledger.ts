@@ -29,7 +29,7 @@ export class PostgresTokenLedger implements TokenLedger {
     const outcome = await this.log.spendIn(tx.db, { iss, jti, expiresAtMs, signingKey })
     if (outcome === 'key-replaced') {
       // This node's cached document is older than the recorded key: fetch it again next time.
-      this.signingKeys.onChange(iss, await this.log.latestKey(iss))
+      this.signingKeys.onChange(iss, await this.log.latestKeyIn(tx.db, iss))
       throw keyReplaced(iss)
     }
     return outcome === 'first-use'
