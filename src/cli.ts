@@ -192,8 +192,8 @@ async function copyToPostgres(args: string[]): Promise<void> {
       `  ${'table'.padEnd(width)}  rows`,
       ...result.tables.map((t) => `  ${t.table.padEnd(width)}  ${t.rows}`),
       result.signingKeyFile
-        ? `Every node on this database must sign with the key the SQLite service used: set ATM_SIGNING_KEY on each to the content of ${result.signingKeyFile}.`
-        : `No ${from}.signing-key beside the file: if the service ran with ATM_SIGNING_KEY, set that same value on every node.`,
+        ? `The service's signing key (${result.signingKeyFile}) was copied too: every node on this database signs with it, as the SQLite service did.`
+        : `No ${from}.signing-key beside the file: if the service ran with ATM_SIGNING_KEY, set that same value on every node (else the first node makes a new key).`,
     ]
     process.stdout.write(`${lines.join('\n')}\n`)
   } catch (err) {

@@ -134,15 +134,19 @@ describe('copy-to-postgres', () => {
     expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: '' })
     for (const [table, rows] of Object.entries(contents)) expect(result.stdout).toMatch(new RegExp(`^  ${table} +${rows.length}$`, 'm'))
     const keyFile = `${sqlitePath}.signing-key`
-    expect(result.stdout).toContain(`set ATM_SIGNING_KEY on each to the content of ${keyFile}`)
+    expect(result.stdout).toContain(`The service's signing key (${keyFile}) was copied too`)
     expect(result.stdout).not.toContain(readFileSync(keyFile, 'utf8').trim())
 
     const storage = await openPostgres(target)
     try {
       const everything = await postgresContents(storage)
-      // The tables only PostgreSQL has are left empty; every other one is the file's.
+      // Every table but those only PostgreSQL has is the file's.
       const copied = Object.fromEntries(Object.entries(everything).filter(([table]) => !POSTGRES_ONLY_TABLES.has(table)))
-      for (const table of POSTGRES_ONLY_TABLES) expect({ table, rows: everything[table] }).toEqual({ table, rows: [] })
+      // The tables only PostgreSQL has are left empty, but for the service's key, copied from beside the file.
+      for (const table of POSTGRES_ONLY_TABLES) {
+        if (table === 'serviceKey') expect(everything[table]!.map((row) => (row as { keyHex: string }).keyHex)).toEqual([readFileSync(keyFile, 'utf8').trim()])
+        else expect({ table, rows: everything[table] }).toEqual({ table, rows: [] })
+      }
       expect(Object.keys(copied).sort()).toEqual(Object.keys(contents).sort())
       for (const table of Object.keys(contents)) expect({ table, rows: copied[table] }).toStrictEqual({ table, rows: contents[table] })
     } finally {

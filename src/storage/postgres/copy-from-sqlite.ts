@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto'
-import { existsSync, statSync } from 'node:fs'
+import { existsSync, readFileSync, statSync } from 'node:fs'
 import Sqlite from 'better-sqlite3'
 import type pg from 'pg'
 import { migrations as sqliteMigrations } from '../../db/migrations/index.js'
@@ -149,9 +149,17 @@ async function copyInTransaction(source: Sqlite.Database, client: pg.PoolClient,
     } finally {
       source.prepare('COMMIT').run()
     }
-    await client.query('COMMIT')
+    // The service's own key goes too, so every node signs as the SQLite service did.
     const keyFile = `${from}.signing-key`
-    return { tables: copied, signingKeyFile: existsSync(keyFile) ? keyFile : null }
+    const keyHex = existsSync(keyFile) ? readFileSync(keyFile, 'utf8').trim().toLowerCase() : ''
+    if (keyHex !== '' && !/^[0-9a-f]{64}$/.test(keyHex)) {
+      throw new CopyError(`${keyFile} does not hold a 64-hex-digit key: nothing was copied; put the service's key back in it, or move it away and set ATM_SIGNING_KEY on every node`)
+    }
+    if (keyHex !== '') {
+      await client.query('INSERT INTO "serviceKey" (name, "keyHex", "createdAt") VALUES ($1, $2, $3)', ['service', keyHex, Date.now()])
+    }
+    await client.query('COMMIT')
+    return { tables: copied, signingKeyFile: keyHex !== '' ? keyFile : null }
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {})
     throw err
