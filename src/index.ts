@@ -18,6 +18,7 @@ import { EventTransports } from './delivery/transports.js'
 import { createServer } from './lexicon/index.js'
 import { lexicons, schemas } from './lexicon/lexicons.js'
 import type { Logger } from './logger.js'
+import { isDatabaseUnavailable } from './storage/unavailable.js'
 import { DomainError } from './tickets/errors.js'
 import { sweepExpiredHolds } from './tickets/expiry.js'
 import { purgeExpiredKeys } from './tickets/idempotency.js'
@@ -186,11 +187,12 @@ export class AtmService {
     return this.sweeping
   }
 
-  /** Forgets spent tokens past their expiry and idempotency keys past 24 h. */
+  /** Forgets spent tokens past their expiry, idempotency keys past 24 h, and clients long quiet after wrong admin passwords. */
   async runMaintenance(): Promise<void> {
     try {
       await this.ctx.replayStore.purgeExpired()
       await this.ctx.db.retryBusy(() => purgeExpiredKeys(this.ctx.db.db))
+      await this.ctx.adminGuesses?.forgetQuiet(Date.now())
     } catch (err) {
       this.ctx.logger.warn({ err }, 'maintenance failed')
     }
@@ -222,17 +224,6 @@ export class AtmService {
     await this.sweeping
     await this.ctx.db.close()
   }
-}
-
-/**
- * A failure of the connection to the database server, not of the request: the server
- * restarting or shutting down, a cut connection, no connection to be had in time.
- */
-export function isDatabaseUnavailable(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code
-  if (typeof code === 'string' && (code.startsWith('08') || ['57P01', '57P02', '57P03', '53300', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE'].includes(code))) return true
-  const message = (err as Error | null)?.message ?? ''
-  return /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(message)
 }
 
 /** Named domain failures keep their name; anything unexpected is logged and answered without detail. */

@@ -23,10 +23,25 @@ describe('command line', () => {
     expect(result.output).toContain('ATM_HOLD_TTL_SECONDS')
   })
 
-  it('ATM_DATABASE_URL stops it with exit code 2: the service does not run on PostgreSQL yet, and says so without the password', async () => {
-    const result = await runBin({ ATM_PORT: String(await freePort()), ATM_DATABASE_URL: 'postgres://atm:cli-secret-pw@127.0.0.1:1/atm' })
+  it.each([1, 2])('an ATM_DATABASE_URL whose server is down stops it (ATM_WORKERS=%i) with exit code 1 and one line, without the password', async (workers) => {
+    const result = await runBin({
+      ATM_PORT: String(await freePort()),
+      ATM_WORKERS: String(workers),
+      ATM_ADMIN_PASSWORD: 'cli-admin-pw',
+      ATM_DATABASE_URL: `postgres://atm:cli-secret-pw@127.0.0.1:${await freePort()}/atm`,
+    })
+    expect(result.code).toBe(1)
+    const lines = result.output.split('\n').filter((line) => line.trim() !== '')
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toMatch(/^atm-tickets: PostgreSQL at 127\.0\.0\.1:\d+ refused the connection .*ATM_DATABASE_URL/)
+    expect(result.output).not.toContain('cli-secret-pw')
+    expect(result.output).not.toMatch(/\bat .*\.js:\d+/)
+  })
+
+  it('a malformed ATM_DATABASE_URL stops it with exit code 2, without echoing it', async () => {
+    const result = await runBin({ ATM_PORT: String(await freePort()), ATM_ADMIN_PASSWORD: 'cli-admin-pw', ATM_DATABASE_URL: 'postgres://atm:cli-secret-pw@db:notaport/atm' })
     expect(result.code).toBe(2)
-    expect(result.output).toContain('ATM_DATABASE_URL is set, but the service does not run on PostgreSQL yet')
+    expect(result.output).toContain('ATM_DATABASE_URL')
     expect(result.output).not.toContain('cli-secret-pw')
   })
 

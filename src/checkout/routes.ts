@@ -13,6 +13,7 @@ import {
   unpayableReason,
   type CheckoutState,
 } from '../tickets/checkout.js'
+import { isDatabaseUnavailable } from '../storage/unavailable.js'
 import { DomainError } from '../tickets/errors.js'
 import { redirectUrlProblem, releaseHold } from '../tickets/holds.js'
 import { holdStatus } from '../tickets/views.js'
@@ -246,6 +247,12 @@ export function checkoutRouter(ctx: AppContext): express.Router {
       logger.info({ status: clientError.status, reason }, 'checkout request refused')
       const { title, text } = refusalPage(clientError)
       return void res.status(clientError.status).send(messagePage(title, text, pageHeaders(res)))
+    }
+    if (isDatabaseUnavailable(err)) {
+      logger.warn({ err: { message: (err as Error).message } }, 'checkout page: database unavailable')
+      return void res
+        .status(503)
+        .send(messagePage('Please try again in a moment', 'The service cannot reach its database just now.', pageHeaders(res)))
     }
     logger.error({ err }, 'checkout page failed')
     const nonce = pageHeaders(res)
