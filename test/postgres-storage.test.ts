@@ -37,10 +37,11 @@ interface Schema {
 }
 
 /**
- * Tables only PostgreSQL has (migration 002): SQLite keeps the same promises with append-only
- * logs its single writer makes exact, and with a count in the cluster primary's memory.
+ * Tables only PostgreSQL has (migrations 002 and 003): SQLite keeps the same promises with
+ * append-only logs its single writer makes exact, a count in the cluster primary's memory, and
+ * its signing key in a file beside the database.
  */
-const POSTGRES_ONLY_TABLES = ['adminGuess', 'signingKeyLatest', 'spentJti']
+const POSTGRES_ONLY_TABLES = ['adminGuess', 'serviceKey', 'signingKeyLatest', 'spentJti']
 
 /** `schema` without the PostgreSQL-only tables, their keys and indexes. */
 function withoutPostgresOnly(schema: Schema): Schema {

@@ -7,7 +7,7 @@
 export const up = `
     CREATE TABLE "serviceKey" (
       name TEXT COLLATE "C" PRIMARY KEY,
-      "keyHex" TEXT NOT NULL,
+      "keyHex" TEXT COLLATE "C" NOT NULL,
       "createdAt" BIGINT NOT NULL
     );
 `
