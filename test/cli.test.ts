@@ -1,7 +1,7 @@
 // The command line as an operator meets it: bad configuration and a taken port stop the
 // service with a clear message and a non-zero exit code instead of a crash loop.
 import { createServer } from 'node:http'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -23,11 +23,14 @@ describe('command line', () => {
     expect(result.output).toContain('ATM_HOLD_TTL_SECONDS')
   })
 
-  it('ATM_DATABASE_URL stops it with exit code 2: the service does not run on PostgreSQL yet, and says so without the password', async () => {
-    const result = await runBin({ ATM_PORT: String(await freePort()), ATM_DATABASE_URL: 'postgres://atm:cli-secret-pw@127.0.0.1:1/atm' })
-    expect(result.code).toBe(2)
-    expect(result.output).toContain('ATM_DATABASE_URL is set, but the service does not run on PostgreSQL yet')
+  it('an ATM_DATABASE_URL whose server cannot be reached stops it with exit code 1, in one line without the password, and no SQLite file', async () => {
+    const sqliteFile = join(dir, 'not-for-postgres.sqlite')
+    const result = await runBin({ ATM_PORT: String(await freePort()), ATM_DB: sqliteFile, ATM_DATABASE_URL: 'postgres://atm:cli-secret-pw@127.0.0.1:1/atm' })
+    expect(result.code).toBe(1)
+    expect(result.output.trim().split('\n'), result.output).toHaveLength(1)
+    expect(result.output).toMatch(/PostgreSQL at 127\.0\.0\.1:1 refused the connection.*ATM_DATABASE_URL/)
     expect(result.output).not.toContain('cli-secret-pw')
+    expect(existsSync(sqliteFile), 'a PostgreSQL URL is never answered by falling back to SQLite').toBe(false)
   })
 
   it.each([1, 2])('a port already in use stops it with exit code 1 (ATM_WORKERS=%i), not a restart loop', async (workers) => {
