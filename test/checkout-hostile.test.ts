@@ -4,9 +4,9 @@
 // always reaches their tickets; a client's mistake answers a plain page with the right 4xx
 // and its security headers, and the service logs it at info at most, without a stack.
 import { gzipSync } from 'node:zlib'
-import Sqlite from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { abortedUpload, checkoutLink, payHold, paymentIdOf, rawRequest, submitCheckout } from './helpers/checkout.js'
+import { dbRun, sameDatabase } from './helpers/db.js'
 import { expectError, expectOk, type Body } from './helpers/expect.js'
 import { startService, type ServiceHandle } from './helpers/service.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
@@ -47,14 +47,8 @@ async function holdState(holdId: string) {
 }
 
 /** As a hold written before such URLs were refused: the value goes straight into the database. */
-function plantRedirect(holdId: string, column: 'returnUrl' | 'cancelUrl', value: string) {
-  const db = new Sqlite(world.service.dbPath, { fileMustExist: true, timeout: 10_000 })
-  try {
-    const changed = db.prepare(`UPDATE hold SET ${column} = ? WHERE id = ?`).run(value, holdId).changes
-    expect(changed).toBe(1)
-  } finally {
-    db.close()
-  }
+async function plantRedirect(holdId: string, column: 'returnUrl' | 'cancelUrl', value: string) {
+  expect(await dbRun(world.service, `UPDATE hold SET ${column} = ? WHERE id = ?`, [value, holdId])).toEqual({ changes: 1 })
 }
 
 /** The service's log lines written since `mark` (a length of `logs()`). */
@@ -135,7 +129,7 @@ describe('redirect URLs of a hold', () => {
       const { tierId } = await createEventWithTier(dev, { quantityTotal: 3 })
       const hold = expectOk(await dev.app.call(nsid('createTicketHold'), { items: [{ tierId, quantity: 1 }], returnUrl: 'http://app.example/done' }))
       expect(await dev.service.stop()).toBe(0)
-      prod = await startService({ plcUrl: dev.plc.url, db: dev.service.dbPath, port: dev.service.port, devMode: false, workers: 1 })
+      prod = await startService({ plcUrl: dev.plc.url, ...sameDatabase(dev.service), port: dev.service.port, devMode: false, workers: 1 })
       const location = await payHold(hold.url)
       expect(location).toMatch(new RegExp(`^${prod.url}/tickets/pay_[A-Za-z0-9]+\\?key=`))
       const page = await fetch(location)
@@ -151,7 +145,7 @@ describe('redirect URLs of a hold', () => {
   it.each(BAD_REDIRECTS)('a stored returnUrl %s is not followed: the paid buyer is sent to their tickets', async (value) => {
     const { eventId, tierId } = await createEventWithTier(world, { quantityTotal: 5 })
     const hold = await newHold([{ tierId, quantity: 2 }], { returnUrl: 'https://app.example/done' })
-    plantRedirect(hold.holdId, 'returnUrl', value)
+    await plantRedirect(hold.holdId, 'returnUrl', value)
     const mark = world.service.logs().length
 
     const paid = await submitCheckout(hold.url, { action: 'pay', email: 'buyer@example.com', cardNumber: '4242424242424242' })
@@ -177,7 +171,7 @@ describe('redirect URLs of a hold', () => {
   it.each(BAD_REDIRECTS)('a stored cancelUrl %s is not followed: cancel shows "Order cancelled"', async (value) => {
     const { eventId, tierId } = await createEventWithTier(world, { quantityTotal: 5 })
     const hold = await newHold([{ tierId, quantity: 3 }], { cancelUrl: 'https://app.example/cart' })
-    plantRedirect(hold.holdId, 'cancelUrl', value)
+    await plantRedirect(hold.holdId, 'cancelUrl', value)
     const mark = world.service.logs().length
 
     const cancelled = await submitCheckout(hold.url, { action: 'cancel' })

@@ -4,11 +4,11 @@
 // returnUrl that cannot be followed. It also writes the README's screenshot.
 import { copyFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import Sqlite from 'better-sqlite3'
 import type { Browser, Locator, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { launchBrowser } from './helpers/browser.js'
 import { paymentIdOf } from './helpers/checkout.js'
+import { dbRun } from './helpers/db.js'
 import { expectOk, type Body } from './helpers/expect.js'
 import { REPO_ROOT } from './helpers/service.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
@@ -257,12 +257,7 @@ describe('checkout in a browser', () => {
     const { tierId } = await concertTier(world, 10)
     const hold = await newHold(world, tierId, 2, { returnUrl: 'https://app.example/done' })
     // As a hold stored before such URLs were refused at createTicketHold.
-    const db = new Sqlite(world.service.dbPath, { fileMustExist: true, timeout: 10_000 })
-    try {
-      db.prepare('UPDATE hold SET returnUrl = ? WHERE id = ?').run('http://[::1', hold.holdId)
-    } finally {
-      db.close()
-    }
+    expect(await dbRun(world.service, 'UPDATE hold SET returnUrl = ? WHERE id = ?', ['http://[::1', hold.holdId])).toEqual({ changes: 1 })
     const page = await phonePage()
     await page.goto(hold.url)
     await payOnPage(page, 'buyer@example.com', '4242 4242 4242 4242')

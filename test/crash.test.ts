@@ -1,6 +1,7 @@
 // CONTRACT §5.1 (never oversold) and §5.6 (nothing lost) across a process crash: `kill -9` of
-// the whole service (primary and workers) while writes stream in, restart on the same SQLite
-// file, then check every acknowledged write through the public interface and the file itself.
+// the whole service (primary and workers) while writes stream in, restart on the same database
+// (its SQLite file, or its PostgreSQL database), then check every acknowledged write through the
+// public interface and the database itself.
 // And a graceful stop (SIGTERM) while requests are in flight: exit code 0, and no request the
 // service accepted is left without its answer.
 //
@@ -8,9 +9,10 @@
 // capacity were acknowledged, whichever is first, so it lands while grants are still going on.
 import Sqlite from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { dbAll } from './helpers/db.js'
 import { settle, type Outcome } from './helpers/expect.js'
 import { rng } from './helpers/random.js'
-import { createPlcIdentity, mintServiceJwt, xrpc, type PlcIdentity } from './helpers/index.js'
+import { createPlcIdentity, mintServiceJwt, onPostgres, xrpc, type PlcIdentity } from './helpers/index.js'
 import { createEventWithTier, nsid, startWorld, type World } from './helpers/world.js'
 import { paymentIdOf, submitCheckout } from './helpers/checkout.js'
 
@@ -46,11 +48,6 @@ async function pool<T, R>(items: T[], width: number, fn: (item: T) => Promise<R>
     }),
   )
   return results
-}
-
-/** Opens the service's SQLite file read-only (the service must be stopped). */
-function openDb(path: string): Sqlite.Database {
-  return new Sqlite(path, { readonly: true, fileMustExist: true })
 }
 
 const IN_FLIGHT = 16
@@ -118,29 +115,32 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
   }
 
   /**
-   * Stops the service cleanly, then reads its file: integrity and foreign keys, and the tier's
-   * counters against its rows (sold = its tickets, held = its counted hold items, together at
-   * most the total). `more` runs further checks on the open file.
+   * Stops the service cleanly, then reads its database: on SQLite the file's integrity and
+   * foreign keys, and on both the tier's counters against its rows (sold = its tickets, held =
+   * its counted hold items, together at most the total). `more` runs further checks.
    */
-  async function checkFileAfterStop(tierId: string, more: (db: Sqlite.Database, file: TierFile) => void): Promise<void> {
+  async function checkDatabaseAfterStop(tierId: string, more: (file: TierFile) => Promise<void>): Promise<void> {
     expect(await world.service.stop()).toBe(0)
-    const db = openDb(world.service.dbPath)
-    try {
-      expect(db.pragma('integrity_check', { simple: true })).toBe('ok')
-      expect(db.pragma('foreign_key_check')).toEqual([])
-      const tier = db.prepare('SELECT quantityTotal, held, sold FROM tier WHERE id = ?').get(tierId) as TierFile['tier']
-      const { n: tickets } = db.prepare('SELECT COUNT(*) AS n FROM ticket WHERE tierId = ?').get(tierId) as { n: number }
-      const { units: countedUnits } = db
-        .prepare('SELECT COALESCE(SUM(quantity), 0) AS units FROM holdItem WHERE tierId = ? AND counted = 1')
-        .get(tierId) as { units: number }
-      const summary = JSON.stringify({ tier, tickets, countedUnits })
-      expect(tier.held, `tier.held must equal the counted hold items: ${summary}`).toBe(countedUnits)
-      expect(tier.sold, `tier.sold must equal its tickets: ${summary}`).toBe(tickets)
-      expect(tier.held + tier.sold, summary).toBeLessThanOrEqual(tier.quantityTotal)
-      more(db, { tier, tickets, countedUnits, summary })
-    } finally {
-      db.close()
+    // kill -9 hit the processes that write a SQLite file. A PostgreSQL server is not killed with
+    // them, and checks foreign keys as each row is written.
+    if (!onPostgres()) {
+      const db = new Sqlite(world.service.dbPath, { readonly: true, fileMustExist: true })
+      try {
+        expect(db.pragma('integrity_check', { simple: true })).toBe('ok')
+        expect(db.pragma('foreign_key_check')).toEqual([])
+      } finally {
+        db.close()
+      }
     }
+    const one = async <Row>(text: string): Promise<Row> => (await dbAll<Row>(world.service, text, [tierId]))[0]!
+    const tier = await one<TierFile['tier']>('SELECT quantityTotal, held, sold FROM tier WHERE id = ?')
+    const { n: tickets } = await one<{ n: number }>('SELECT COUNT(*) AS n FROM ticket WHERE tierId = ?')
+    const { units: countedUnits } = await one<{ units: number }>('SELECT COALESCE(SUM(quantity), 0) AS units FROM holdItem WHERE tierId = ? AND counted = 1')
+    const summary = JSON.stringify({ tier, tickets, countedUnits })
+    expect(tier.held, `tier.held must equal the counted hold items: ${summary}`).toBe(countedUnits)
+    expect(tier.sold, `tier.sold must equal its tickets: ${summary}`).toBe(tickets)
+    expect(tier.held + tier.sold, summary).toBeLessThanOrEqual(tier.quantityTotal)
+    await more({ tier, tickets, countedUnits, summary })
   }
 
   it('kill -9 during a stream of holds: every acknowledged hold survives, nothing oversold', async () => {
@@ -180,17 +180,17 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
     expect(usage.held, summary).toBeGreaterThanOrEqual(ackedUnits)
     expect(usage.remaining, summary).toBe(TOTAL - usage.held - usage.sold)
 
-    // The file itself, after a clean stop.
-    await checkFileAfterStop(tierId, (db, file) => {
+    // The database itself, after a clean stop.
+    await checkDatabaseAfterStop(tierId, async (file) => {
       expect(file.tier.held, file.summary).toBeGreaterThanOrEqual(ackedUnits)
       // Atomic: every hold row has its item, every item its hold.
-      const orphans = db
-        .prepare(
-          `SELECT (SELECT COUNT(*) FROM hold h WHERE h.eventId = ? AND NOT EXISTS (SELECT 1 FROM holdItem i WHERE i.holdId = h.id)) AS holdsWithoutItems,
-                  (SELECT COUNT(*) FROM holdItem i WHERE i.tierId = ? AND NOT EXISTS (SELECT 1 FROM hold h WHERE h.id = i.holdId)) AS itemsWithoutHold`,
-        )
-        .get(eventId, tierId)
-      expect(orphans).toEqual({ holdsWithoutItems: 0, itemsWithoutHold: 0 })
+      const orphans = await dbAll(
+        world.service,
+        `SELECT (SELECT COUNT(*) FROM hold h WHERE h.eventId = ? AND NOT EXISTS (SELECT 1 FROM holdItem i WHERE i.holdId = h.id)) AS holdsWithoutItems,
+                (SELECT COUNT(*) FROM holdItem i WHERE i.tierId = ? AND NOT EXISTS (SELECT 1 FROM hold h WHERE h.id = i.holdId)) AS itemsWithoutHold`,
+        [eventId, tierId],
+      )
+      expect(orphans).toEqual([{ holdsWithoutItems: 0, itemsWithoutHold: 0 }])
     })
   })
 
@@ -252,16 +252,16 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
     expect(usage.sold, summary).toBeGreaterThanOrEqual(ackedUnits)
     expect(usage.sold, `tickets listed must be the tickets counted as sold: ${summary}`).toBe(listedTotal)
 
-    await checkFileAfterStop(tierId, (db, file) => {
-      const claims = db.prepare('SELECT COALESCE(SUM(quantity), 0) AS units FROM claim WHERE tierId = ?').get(tierId) as { units: number }
-      expect(file.tier.sold, `${file.summary} claims ${claims.units}`).toBe(claims.units)
+    await checkDatabaseAfterStop(tierId, async (file) => {
+      const [claims] = await dbAll<{ units: number }>(world.service, 'SELECT COALESCE(SUM(quantity), 0) AS units FROM claim WHERE tierId = ?', [tierId])
+      expect(file.tier.sold, `${file.summary} claims ${claims!.units}`).toBe(claims!.units)
       // Atomic: every claim has exactly its quantity of tickets.
-      const torn = db
-        .prepare(
-          `SELECT c.id, c.quantity, (SELECT COUNT(*) FROM ticket t WHERE t.claimId = c.id) AS tickets
-             FROM claim c WHERE c.tierId = ? AND c.quantity <> (SELECT COUNT(*) FROM ticket t WHERE t.claimId = c.id)`,
-        )
-        .all(tierId)
+      const torn = await dbAll(
+        world.service,
+        `SELECT c.id, c.quantity, (SELECT COUNT(*) FROM ticket t WHERE t.claimId = c.id) AS tickets
+           FROM claim c WHERE c.tierId = ? AND c.quantity <> (SELECT COUNT(*) FROM ticket t WHERE t.claimId = c.id)`,
+        [tierId],
+      )
       expect(torn).toEqual([])
     })
   })
@@ -316,17 +316,17 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
     expect(usage.sold, summary).toBeGreaterThanOrEqual(ackedUnits)
     expect(usage.held + usage.sold, summary).toBeLessThanOrEqual(TOTAL)
 
-    await checkFileAfterStop(tierId, (db) => {
+    await checkDatabaseAfterStop(tierId, async () => {
       // Atomic: a completed hold has one payment and all its tickets; no other hold has either.
-      const holds = db
-        .prepare(
-          `SELECT h.id, h.status,
-                  (SELECT COUNT(*) FROM payment p WHERE p.holdId = h.id) AS payments,
-                  (SELECT COUNT(*) FROM ticket t WHERE t.holdId = h.id) AS tickets,
-                  (SELECT SUM(quantity) FROM holdItem i WHERE i.holdId = h.id) AS units
-             FROM hold h WHERE h.eventId = ?`,
-        )
-        .all(eventId) as Array<{ id: string; status: string; payments: number; tickets: number; units: number }>
+      const holds = await dbAll<{ id: string; status: string; payments: number; tickets: number; units: number }>(
+        world.service,
+        `SELECT h.id, h.status,
+                (SELECT COUNT(*) FROM payment p WHERE p.holdId = h.id) AS payments,
+                (SELECT COUNT(*) FROM ticket t WHERE t.holdId = h.id) AS tickets,
+                (SELECT SUM(quantity) FROM holdItem i WHERE i.holdId = h.id) AS units
+           FROM hold h WHERE h.eventId = ?`,
+        [eventId],
+      )
       const torn = holds.filter((h) =>
         h.status === 'completed' ? h.payments !== 1 || h.tickets !== h.units : h.payments !== 0 || h.tickets !== 0,
       )
@@ -372,15 +372,10 @@ describe.each([1, 2])('crash safety with ATM_WORKERS=%i', (workers) => {
     expect(answered.filter((s) => s.outcome.status !== 200).map((s) => describeOutcome(s.outcome)), JSON.stringify(counts)).toEqual([])
     expect(okCount).toBeGreaterThan(0)
 
-    // A clean stop finishes or gives back every key it took: none is left pending in the file
-    // (a retry would take such a key over at once, so only the file shows it).
-    const db = openDb(world.service.dbPath)
-    try {
-      const pending = db.prepare("SELECT key FROM idempotency WHERE state = 'pending' AND key LIKE ?").all(`graceful-${workers}-%`)
-      expect(pending, 'keys left pending by a graceful stop').toEqual([])
-    } finally {
-      db.close()
-    }
+    // A clean stop finishes or gives back every key it took: none is left pending in the database
+    // (a retry would take such a key over at once, so only the database shows it).
+    const pending = await dbAll(world.service, "SELECT key FROM idempotency WHERE state = 'pending' AND key LIKE ?", [`graceful-${workers}-%`])
+    expect(pending, 'keys left pending by a graceful stop').toEqual([])
 
     // Which unanswered requests had the service taken? Retry each with its idempotencyKey:
     // a stored answer (reused) means the service did the work and then dropped the connection

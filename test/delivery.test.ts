@@ -3,8 +3,8 @@
 // (HMAC over `t.deliveryId.rawBody`, constant-time compare, id and headers matching the body);
 // the XRPC receiver checks the service's token against the service's own did:web document
 // with @atproto/xrpc-server's verifyJwt. Retries, restarts and two workers sharing the
-// outbox, all through the public interface; the outbox is read from the SQLite file to see
-// attempts and errors.
+// outbox, all through the public interface; the outbox is read from the service's database to
+// see attempts and errors.
 //
 // No timing is asserted: every wait is for something to happen, with a generous bound.
 import { hostname } from 'node:os'
@@ -33,6 +33,7 @@ import {
   type EventReceiver,
 } from './helpers/receiver.js'
 import { createEventWithTier, newApp, nsid, registerApp, startWorld, type World } from './helpers/world.js'
+import { sameDatabase } from './helpers/db.js'
 
 const FAST_RETRIES = {
   ATM_DELIVERY_RETRY_BASE_MS: '200',
@@ -85,14 +86,14 @@ async function waitForEvent(receiver: EventReceiver, type: string, match: (data:
   return deliveriesOf(receiver, type, match).find((d) => d.status === 200)!
 }
 
-function outboxRow(service: ServiceHandle, deliveryId: string) {
-  const [row] = readOutbox(service.dbPath, 'id = ?', [deliveryId])
+async function outboxRow(service: ServiceHandle, deliveryId: string) {
+  const [row] = await readOutbox(service, 'id = ?', [deliveryId])
   return row
 }
 
 async function waitDelivered(service: ServiceHandle, deliveryId: string) {
-  await waitUntil(`outbox row ${deliveryId} marked delivered`, () => outboxRow(service, deliveryId)?.deliveredAt != null)
-  return outboxRow(service, deliveryId)!
+  await waitUntil(`outbox row ${deliveryId} marked delivered`, async () => (await outboxRow(service, deliveryId))?.deliveredAt != null)
+  return (await outboxRow(service, deliveryId))!
 }
 
 describe('webhooks', () => {
@@ -192,8 +193,8 @@ describe('webhooks', () => {
   it('an app without delivery configured is owed nothing: no outbox rows', async () => {
     const { tierId } = await createEventWithTier(world, { quantityTotal: 5 })
     await makeHold(world.app, tierId)
-    expect(readOutbox(world.service.dbPath, 'appDid = ?', [world.app.did])).toEqual([])
-    expect(readOutbox(world.service.dbPath, 'appDid = ?', [app.did]).length).toBeGreaterThan(0)
+    expect(await readOutbox(world.service, 'appDid = ?', [world.app.did])).toEqual([])
+    expect((await readOutbox(world.service, 'appDid = ?', [app.did])).length).toBeGreaterThan(0)
   })
 
   it('logs name no webhook secret or URL query', () => {
@@ -212,13 +213,13 @@ describe('delivery across restarts', () => {
       const { app, secret } = await webhookApp(world, `http://localhost:${port}/hook`)
       const { tierId } = await createEventWithTier(world, { quantityTotal: 10 }, { app })
       const holds = [await makeHold(app, tierId), await makeHold(app, tierId), await makeHold(app, tierId)]
-      const rowsOfApp = () => readOutbox(world.service.dbPath, 'appDid = ?', [app.did])
-      await waitUntil('a failed attempt at every row', () => {
-        const rows = rowsOfApp()
+      const rowsOfApp = () => readOutbox(world.service, 'appDid = ?', [app.did])
+      await waitUntil('a failed attempt at every row', async () => {
+        const rows = await rowsOfApp()
         return rows.length === 3 && rows.every((row) => row.attempts >= 1 && row.lastError !== null)
       })
-      expect(rowsOfApp().every((row) => row.deliveredAt === null)).toBe(true)
-      expect(rowsOfApp()[0]!.lastError).toMatch(/could not connect/)
+      expect((await rowsOfApp()).every((row) => row.deliveredAt === null)).toBe(true)
+      expect((await rowsOfApp())[0]!.lastError).toMatch(/could not connect/)
 
       await world.service.kill9()
       receiver = await startEventReceiver({ port })
@@ -230,7 +231,7 @@ describe('delivery across restarts', () => {
       )
       const received = receiver.deliveries.map((d) => verifyWebhook(d, secret))
       expect(received.map((e) => e.data.holdId).sort()).toEqual(holdIds)
-      for (const row of rowsOfApp()) expect((await waitDelivered(world.service, row.id)).attempts).toBeGreaterThanOrEqual(2)
+      for (const row of await rowsOfApp()) expect((await waitDelivered(world.service, row.id)).attempts).toBeGreaterThanOrEqual(2)
     } finally {
       await receiver?.close()
       await world.close()
@@ -249,7 +250,7 @@ describe('delivery across restarts', () => {
 
       expect(await world.service.stop()).toBe(0)
       expect(world.service.orphansAfterStop()).toBe(false)
-      const [row] = readOutbox(world.service.dbPath, 'appDid = ?', [app.did])
+      const [row] = await readOutbox(world.service, 'appDid = ?', [app.did])
       expect(row!.deliveredAt).toBeNull()
       expect(row!.lastError).toMatch(/interrupted/)
 
@@ -329,8 +330,8 @@ describe('the XRPC event receiver', () => {
       expectOk(await registerApp(world.service, { did: app.did, name: 'No receiver', eventDelivery: 'xrpc' }))
       const { tierId } = await createEventWithTier(world, { quantityTotal: 5 }, { app })
       await makeHold(app, tierId)
-      await waitUntil('a failed attempt', () => readOutbox(world.service.dbPath, 'appDid = ? AND lastError IS NOT NULL', [app.did]).length === 1)
-      const [row] = readOutbox(world.service.dbPath, 'appDid = ?', [app.did])
+      await waitUntil('a failed attempt', async () => (await readOutbox(world.service, 'appDid = ? AND lastError IS NOT NULL', [app.did])).length === 1)
+      const [row] = await readOutbox(world.service, 'appDid = ?', [app.did])
       expect(row!.deliveredAt).toBeNull()
       expect(row!.lastError).toMatch(/#AtmEventReceiver/)
     } finally {
@@ -349,10 +350,10 @@ describe('two workers sharing the outbox', () => {
       const holds = await Promise.all(Array.from({ length: 24 }, () => makeHold(app, tierId)))
       const holdIds = holds.map((hold) => hold.holdId as string).sort()
       await waitUntil('every hold reported', () => receiver.deliveries.filter((d) => d.status === 200).length >= holds.length)
-      const rows = readOutbox(world.service.dbPath, 'appDid = ?', [app.did])
+      const rows = await readOutbox(world.service, 'appDid = ?', [app.did])
       expect(rows).toHaveLength(holds.length)
       for (const row of rows) await waitDelivered(world.service, row.id)
-      const settled = readOutbox(world.service.dbPath, 'appDid = ?', [app.did])
+      const settled = await readOutbox(world.service, 'appDid = ?', [app.did])
       expect(settled.map((row) => row.attempts), 'each row was taken by one worker, once').toEqual(settled.map(() => 1))
       const events = receiver.deliveries.map((d) => verifyWebhook(d, secret))
       expect(events.map((e) => e.data.holdId).sort()).toEqual(holdIds)
@@ -378,16 +379,16 @@ describe('SSRF protection at delivery time (ATM_DEV_MODE=false)', () => {
       const { tierId } = await createEventWithTier(world, { quantityTotal: 5 }, { app })
       await makeHold(app, tierId)
       expect(await world.service.stop()).toBe(0)
-      const [before] = readOutbox(world.service.dbPath, 'appDid = ?', [app.did])
+      const [before] = await readOutbox(world.service, 'appDid = ?', [app.did])
 
       receiver = await startEventReceiver({ port })
-      guarded = await startService({ plcUrl: world.plc.url, db: world.service.dbPath, devMode: false, workers: 1, env: FAST_RETRIES })
+      guarded = await startService({ plcUrl: world.plc.url, ...sameDatabase(world.service), devMode: false, workers: 1, env: FAST_RETRIES })
       // A second attempt is taken only once the first one's failure is recorded.
-      await waitUntil('two attempts with the protection on', () => {
-        const [row] = readOutbox(guarded!.dbPath, 'appDid = ?', [app.did])
+      await waitUntil('two attempts with the protection on', async () => {
+        const [row] = await readOutbox(guarded!, 'appDid = ?', [app.did])
         return row!.attempts >= before!.attempts + 2
       })
-      const [row] = readOutbox(guarded.dbPath, 'appDid = ?', [app.did])
+      const [row] = await readOutbox(guarded, 'appDid = ?', [app.did])
       expect(row!.deliveredAt).toBeNull()
       expect(row!.lastError).toMatch(/public domain|non-unicast|private|not allowed/i)
       expect(receiver.connections(), 'no connection was made to the address').toBe(0)

@@ -88,7 +88,7 @@ describe('voidTickets', () => {
     })
     expect(await statuses(tickets, app)).toStrictEqual(['voided', 'voided', 'issued'])
 
-    const heard = recordedEvents(world, app.did, 'ticket.voided')
+    const heard = await recordedEvents(world, app.did, 'ticket.voided')
     expect(heard.map((e) => e.data.ticket.id)).toStrictEqual(ids(tickets.slice(0, 2)))
     for (const event of heard) {
       expect(event.data).toMatchObject({ eventId, reason: 'duplicate signup', ticket: { status: 'voided' } })
@@ -184,12 +184,12 @@ describe('refundTickets', () => {
       reason: 'refunded',
     })
 
-    const [row] = rowsWhere(world, 'refund', 'paymentId', paymentId)
+    const [row] = await rowsWhere(world, 'refund', 'paymentId', paymentId)
     expect(row).toMatchObject({ id: refund.id, amount: 4500, currency: 'usd', forced: 0 })
     expect(row!.providerRef).toMatch(/^test_refund_/)
-    expect(rowsWhere(world, 'payment', 'id', paymentId)[0]).toMatchObject({ refundedAmount: 4500, status: 'refunded' })
+    expect((await rowsWhere(world, 'payment', 'id', paymentId))[0]).toMatchObject({ refundedAmount: 4500, status: 'refunded' })
 
-    const heard = recordedEvents(world, app.did, 'ticket.refunded')
+    const heard = await recordedEvents(world, app.did, 'ticket.refunded')
     expect(heard.map((e) => e.data.ticket.id).sort()).toStrictEqual(ids(tickets).sort())
     for (const event of heard) {
       expect(event.data).toMatchObject({ eventId, paymentId, refundId: refund.id, amount: 1500, currency: 'usd', ticket: { status: 'refunded' } })
@@ -210,7 +210,7 @@ describe('refundTickets', () => {
 
     expectError(await refundTickets({ paymentId }), 400, 'TicketAlreadyRefunded', new RegExp(paymentId))
     expectError(await refundTickets({ ticketIds: [tickets[1]!.id] }), 400, 'TicketAlreadyRefunded', new RegExp(tickets[1]!.id))
-    expect(rowsWhere(world, 'refund', 'paymentId', paymentId)).toHaveLength(2)
+    expect(await rowsWhere(world, 'refund', 'paymentId', paymentId)).toHaveLength(2)
   })
 
   it('refunds tickets of several payments in one call, one refund per payment', async () => {
@@ -259,7 +259,7 @@ describe('refundTickets', () => {
     expectError(await refundTickets({ ticketIds: ids(foreign.tickets) }), 400, 'TicketNotFound')
     expectError(await refundTickets({ paymentId: foreign.paymentId, environment: 'live' }, otherApp), 400, 'LivePaymentsNotConfigured')
     expect(await statuses(foreign.tickets, otherApp)).toStrictEqual(['issued'])
-    expect(rowsWhere(world, 'refund', 'paymentId', foreign.paymentId)).toHaveLength(0)
+    expect(await rowsWhere(world, 'refund', 'paymentId', foreign.paymentId)).toHaveLength(0)
   })
 
   it('answers LivePaymentsNotConfigured in live, and InvalidRequest for both or neither of paymentId and ticketIds', async () => {
@@ -276,11 +276,11 @@ describe('refundTickets', () => {
     await setEventStart(world, eventId, pastIso())
     expectError(await refundTickets({ paymentId }), 400, 'EventAlreadyStarted', new RegExp(eventId))
     expect(await statuses(tickets)).toStrictEqual(['issued'])
-    expect(rowsWhere(world, 'refund', 'paymentId', paymentId)).toHaveLength(0)
+    expect(await rowsWhere(world, 'refund', 'paymentId', paymentId)).toHaveLength(0)
 
     const answer = expectOk(await refundTickets({ paymentId, force: true }))
     expect(answer.refunds[0]).toMatchObject({ forced: true, payment: { status: 'refunded' } })
-    expect(rowsWhere(world, 'refund', 'paymentId', paymentId)[0]).toMatchObject({ forced: 1 })
+    expect((await rowsWhere(world, 'refund', 'paymentId', paymentId))[0]).toMatchObject({ forced: 1 })
     expect((await tierUsage(world.app, eventId, tierId)).sold).toBe(0)
   })
 
@@ -291,7 +291,7 @@ describe('refundTickets', () => {
     const retry = expectOk(await refundTickets({ paymentId, idempotencyKey: key }))
     expect(retry).toStrictEqual({ ...first, reused: true })
     expectError(await refundTickets({ ticketIds: [tickets[0]!.id], idempotencyKey: key }), 409, 'IdempotencyKeyMismatch')
-    const rows = rowsWhere(world, 'refund', 'paymentId', paymentId)
+    const rows = await rowsWhere(world, 'refund', 'paymentId', paymentId)
     expect(rows).toHaveLength(1)
     expect(rows[0]!.providerRef).toMatch(/^test_refund_/)
   })
@@ -309,8 +309,8 @@ describe('refundTickets', () => {
     const tally = answers.map((a) => (a.status === 200 ? 'ok' : `${a.status} ${a.body?.error ?? a.error}`))
     expect(tally.filter((t) => t === 'ok'), JSON.stringify(tally)).toHaveLength(1)
     expect(tally.filter((t) => t === '400 TicketAlreadyRefunded'), JSON.stringify(tally)).toHaveLength(9)
-    expect(rowsWhere(world, 'refund', 'paymentId', paymentId)).toHaveLength(1)
-    expect(rowsWhere(world, 'payment', 'id', paymentId)[0]).toMatchObject({ refundedAmount: 5000, status: 'refunded' })
+    expect(await rowsWhere(world, 'refund', 'paymentId', paymentId)).toHaveLength(1)
+    expect((await rowsWhere(world, 'payment', 'id', paymentId))[0]).toMatchObject({ refundedAmount: 5000, status: 'refunded' })
   })
 
   it('10 concurrent retries under one idempotencyKey refund once; each answers that refund or IdempotencyKeyInUse', async () => {
@@ -329,6 +329,6 @@ describe('refundTickets', () => {
       if (answer.status === 200) expect(answer.body).toStrictEqual({ ...fresh[0]!.body, reused: true })
       else expectError(answer, 409, 'IdempotencyKeyInUse')
     }
-    expect(rowsWhere(world, 'refund', 'paymentId', paymentId)).toHaveLength(1)
+    expect(await rowsWhere(world, 'refund', 'paymentId', paymentId)).toHaveLength(1)
   })
 })

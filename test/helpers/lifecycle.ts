@@ -2,8 +2,8 @@
 // hosted checkout as a browser posts it; and the events the service recorded for an app.
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import Sqlite from 'better-sqlite3'
 import { payHold, paymentIdOf } from './checkout.js'
+import { dbAll } from './db.js'
 import { expectOk, type Body } from './expect.js'
 import type { AppClient } from './xrpc.js'
 import { createEventWithTier, newIdentityClient, nsid, registerApp, type World } from './world.js'
@@ -105,24 +105,14 @@ export async function newAppWithEvents(world: World, webhookUrl: string): Promis
  * The events recorded for an app, oldest first, as their envelopes: read from the service's
  * outbox, where each is written in the same transaction as the change it reports.
  */
-export function recordedEvents(world: World, appDid: string, type?: string): Array<{ type: string; data: Body }> {
-  const db = new Sqlite(world.service.dbPath, { readonly: true, fileMustExist: true })
-  try {
-    const rows = db.prepare('SELECT type, payload FROM outbox WHERE appDid = ? ORDER BY seq').all(appDid) as Array<{ type: string; payload: string }>
-    return rows
-      .filter((row) => type === undefined || row.type === type)
-      .map((row) => ({ type: row.type, data: (JSON.parse(row.payload) as { data: Body }).data }))
-  } finally {
-    db.close()
-  }
+export async function recordedEvents(world: World, appDid: string, type?: string): Promise<Array<{ type: string; data: Body }>> {
+  const rows = await dbAll<{ type: string; payload: string }>(world.service, 'SELECT type, payload FROM outbox WHERE appDid = ? ORDER BY seq', [appDid])
+  return rows
+    .filter((row) => type === undefined || row.type === type)
+    .map((row) => ({ type: row.type, data: (JSON.parse(row.payload) as { data: Body }).data }))
 }
 
 /** A table's rows matching a column, read from the service's database (refund and checkIn rows have no reading method). */
-export function rowsWhere(world: World, table: 'refund' | 'checkIn' | 'payment', column: string, value: string): Body[] {
-  const db = new Sqlite(world.service.dbPath, { readonly: true, fileMustExist: true })
-  try {
-    return db.prepare(`SELECT * FROM "${table}" WHERE "${column}" = ?`).all(value) as Body[]
-  } finally {
-    db.close()
-  }
+export function rowsWhere(world: World, table: 'refund' | 'checkIn' | 'payment', column: string, value: string): Promise<Body[]> {
+  return dbAll<Body>(world.service, `SELECT * FROM "${table}" WHERE "${column}" = ?`, [value])
 }

@@ -4,7 +4,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
-import Sqlite from 'better-sqlite3'
+import { dbAll, type ServiceDatabase } from './db.js'
 
 export interface Delivery {
   method: string
@@ -157,22 +157,17 @@ export interface OutboxRow {
   lastError: string | null
 }
 
-/** Reads the service's outbox from its SQLite file (read-only; fine while the service runs). */
-export function readOutbox(dbPath: string, where = '1 = 1', params: unknown[] = []): OutboxRow[] {
-  const db = new Sqlite(dbPath, { readonly: true, fileMustExist: true })
-  try {
-    return db.prepare(`SELECT * FROM outbox WHERE ${where} ORDER BY seq`).all(...params) as OutboxRow[]
-  } finally {
-    db.close()
-  }
+/** Reads the service's outbox from its database (fine while the service runs). */
+export function readOutbox(service: ServiceDatabase, where = '1 = 1', params: unknown[] = []): Promise<OutboxRow[]> {
+  return dbAll<OutboxRow>(service, `SELECT * FROM outbox WHERE ${where} ORDER BY seq`, params)
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Waits until `done()` is true, polling; throws after `timeoutMs` saying what it waited for. */
-export async function waitUntil(what: string, done: () => boolean, timeoutMs = 30_000): Promise<void> {
+export async function waitUntil(what: string, done: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
-  while (!done()) {
+  while (!(await done())) {
     if (Date.now() > deadline) throw new Error(`gave up waiting after ${timeoutMs} ms for ${what}`)
     await sleep(25)
   }
