@@ -9,6 +9,8 @@ export const STATEMENT_COUNTING_SETTINGS = {
   shared_preload_libraries: 'pg_stat_statements',
   'pg_stat_statements.track_utility': 'on',
   'pg_stat_statements.max': 1000,
+  // Each statement arrives unnamed, so the server parses and plans it every time: count that too.
+  'pg_stat_statements.track_planning': 'on',
 }
 
 export interface StatementShare {
@@ -16,14 +18,18 @@ export interface StatementShare {
   query: string
   /** Executions per hold answered. */
   perHold: number
-  /** Server time per execution (planning not counted), lock waits included. */
+  /** Server time per execution, lock waits included. */
   meanMs: number
+  /** Server time planning it, per execution. */
+  meanPlanMs: number
 }
 
 export interface StatementCount {
   perHold: number
-  /** Server execution time per hold, all statements. */
+  /** Server execution time per hold, all statements, lock waits included. */
   serverMsPerHold: number
+  /** Server planning time per hold, all statements. */
+  planMsPerHold: number
   statements: StatementShare[]
 }
 
@@ -48,8 +54,8 @@ export async function startCountingStatements(url: string): Promise<void> {
 /** The statements run in the database `url` names since `startCountingStatements`, per hold. */
 export async function countStatements(url: string, requests: number): Promise<StatementCount> {
   const rows = await withClient(url, (client) =>
-    client.query<{ query: string; calls: string; total_exec_time: number }>(
-      `SELECT query, calls, total_exec_time FROM pg_stat_statements
+    client.query<{ query: string; calls: string; total_exec_time: number; total_plan_time: number }>(
+      `SELECT query, calls, total_exec_time, total_plan_time FROM pg_stat_statements
         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`,
     ),
   )
@@ -58,7 +64,9 @@ export async function countStatements(url: string, requests: number): Promise<St
       query: row.query.replace(/\s+/g, ' ').trim(),
       perHold: Number(row.calls) / requests,
       meanMs: row.total_exec_time / Number(row.calls),
+      meanPlanMs: row.total_plan_time / Number(row.calls),
       totalMs: row.total_exec_time,
+      totalPlanMs: row.total_plan_time,
     }))
     // The sweeper's and the deliverer's polls, and this query itself, run a few times a second
     // whatever the load: only what runs about once per hundred holds or more is the holds' own.
@@ -67,15 +75,19 @@ export async function countStatements(url: string, requests: number): Promise<St
   return {
     perHold: statements.reduce((sum, statement) => sum + statement.perHold, 0),
     serverMsPerHold: statements.reduce((sum, statement) => sum + statement.totalMs, 0) / requests,
-    statements: statements.map(({ query, perHold, meanMs }) => ({ query, perHold, meanMs })),
+    planMsPerHold: statements.reduce((sum, statement) => sum + statement.totalPlanMs, 0) / requests,
+    statements: statements.map(({ query, perHold, meanMs, meanPlanMs }) => ({ query, perHold, meanMs, meanPlanMs })),
   }
 }
 
 export function formatStatements(count: StatementCount): string {
-  const lines = [`  ${count.perHold.toFixed(1)} statements per hold, ${count.serverMsPerHold.toFixed(3)} ms of server time per hold (lock waits included); per hold × mean ms:`]
+  const lines = [
+    `  ${count.perHold.toFixed(1)} statements per hold; server time per hold: ${count.serverMsPerHold.toFixed(3)} ms executing (lock waits included), ${count.planMsPerHold.toFixed(3)} ms planning`,
+    '  per hold × mean ms executing + planning:',
+  ]
   for (const statement of count.statements) {
-    const text = statement.query.length > 120 ? `${statement.query.slice(0, 117)}...` : statement.query
-    lines.push(`  ${statement.perHold.toFixed(2).padStart(6)} × ${statement.meanMs.toFixed(3).padStart(7)}  ${text}`)
+    const text = statement.query.length > 110 ? `${statement.query.slice(0, 107)}...` : statement.query
+    lines.push(`  ${statement.perHold.toFixed(2).padStart(6)} × ${statement.meanMs.toFixed(3).padStart(7)} + ${statement.meanPlanMs.toFixed(3)}  ${text}`)
   }
   return lines.join('\n')
 }
