@@ -1,6 +1,7 @@
 // The load generator, the same for the service and for the bare node:http baseline: `concurrency`
 // requests in flight on keep-alive connections, each with the next pre-minted token, for a
-// fixed time. And the RSS of a process tree, sampled while it runs.
+// fixed time, sent to the given servers in turn. And the RSS and CPU time of process trees,
+// sampled while it runs.
 import { readFileSync } from 'node:fs'
 import http from 'node:http'
 
@@ -20,7 +21,8 @@ export interface LoadResult {
 }
 
 export interface LoadOptions {
-  url: string
+  /** The servers (nodes of one service) that take the requests in turn, one request each. */
+  urls: string[]
   path: string
   concurrency: number
   durationMs: number
@@ -37,7 +39,8 @@ function percentile(sorted: Float64Array, fraction: number): number {
 }
 
 export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
-  const target = new URL(opts.path, opts.url)
+  const targets = opts.urls.map((url) => new URL(opts.path, url))
+  let nextTarget = 0
   const agent = new http.Agent({ keepAlive: true, maxSockets: opts.concurrency, maxFreeSockets: opts.concurrency })
   let latencies = new Float64Array(1 << 16)
   let count = 0
@@ -54,6 +57,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   }
   const once = (token: string, body: string) =>
     new Promise<void>((resolve) => {
+      const target = targets[nextTarget++ % targets.length]!
       const started = performance.now()
       const req = http.request(
         {
@@ -165,22 +169,25 @@ export interface UsageSampler {
 }
 
 /**
- * Samples the tree's RSS every 200 ms until stopped, and counts the CPU time it used: on a
+ * Samples the trees' RSS every 200 ms until stopped, and counts the CPU time they used: on a
  * machine shared with other work, CPU per request is steadier than requests per second.
  */
-export function sampleUsage(rootPid: number): UsageSampler {
-  const startBytes = treeRss(rootPid)
-  const cpuAt = new Map(processTree(rootPid).map((pid) => [pid, cpuSeconds(pid)]))
+export function sampleUsage(rootPids: number | number[]): UsageSampler {
+  const roots = typeof rootPids === 'number' ? [rootPids] : rootPids
+  const allPids = () => roots.flatMap(processTree)
+  const totalRss = () => roots.reduce((sum, pid) => sum + treeRss(pid), 0)
+  const startBytes = totalRss()
+  const cpuAt = new Map(allPids().map((pid) => [pid, cpuSeconds(pid)]))
   let peakBytes = startBytes
   const timer = setInterval(() => {
-    peakBytes = Math.max(peakBytes, treeRss(rootPid))
+    peakBytes = Math.max(peakBytes, totalRss())
   }, 200)
   return {
     stop() {
       clearInterval(timer)
-      const endBytes = treeRss(rootPid)
+      const endBytes = totalRss()
       let used = 0
-      for (const pid of processTree(rootPid)) used += cpuSeconds(pid) - (cpuAt.get(pid) ?? 0)
+      for (const pid of allPids()) used += cpuSeconds(pid) - (cpuAt.get(pid) ?? 0)
       return { startBytes, endBytes, peakBytes: Math.max(peakBytes, endBytes), cpuSeconds: used }
     },
   }

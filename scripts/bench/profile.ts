@@ -65,10 +65,10 @@ export interface ProfileSummary {
 }
 
 /**
- * Sums the profiles in `dir` of the processes whose pid is not `exceptPid` (the primary, which
- * serves no request), by function, by package and by part of the request.
+ * Sums the profiles in `dir` of the processes whose pid is not in `exceptPids` (the nodes'
+ * primaries, which serve no request), by function, by package and by part of the request.
  */
-export function summarizeProfiles(dir: string, root: string, exceptPid?: number, top = 25): ProfileSummary {
+export function summarizeProfiles(dir: string, root: string, exceptPids: readonly number[] = [], top = 25): ProfileSummary {
   const selfMs = new Map<string, number>()
   const ownerMs = new Map<string, number>()
   const categoryMs = new Map<string, number>()
@@ -79,7 +79,7 @@ export function summarizeProfiles(dir: string, root: string, exceptPid?: number,
     const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile
     // Node names them CPU.<date>.<time>.<pid>.<thread>.<sequence>.cpuprofile.
     const pid = Number(file.split('.')[3])
-    if (pid === exceptPid) {
+    if (exceptPids.includes(pid)) {
       for (let index = 0; index < profile.samples.length; index++) {
         const node = profile.nodes.find((candidate) => candidate.id === profile.samples[index])
         if (node && node.callFrame.functionName !== '(idle)' && node.callFrame.functionName !== '(program)') otherProcessesMs += (profile.timeDeltas[index] ?? 0) / 1000
@@ -111,7 +111,7 @@ export function summarizeProfiles(dir: string, root: string, exceptPid?: number,
 
 export function formatSummary(summary: ProfileSummary): string {
   const lines = [
-    `CPU profile of the service's workers (${(summary.totalMs / 1000).toFixed(1)} s sampled, idle left out; the primary, which only checkpoints, ${(summary.otherProcessesMs / 1000).toFixed(1)} s)`,
+    `CPU profile of the service's workers (${(summary.totalMs / 1000).toFixed(1)} s sampled, idle left out; the primaries, which serve no request, ${(summary.otherProcessesMs / 1000).toFixed(1)} s)`,
     '',
     'by part of the request (self time):',
   ]

@@ -1,30 +1,24 @@
 // What the benchmark runs against: a local PLC directory with the apps' and the organizer's
-// did:plc identities, the service started by its CLI on a temporary database, and an event
-// with paid tiers whose capacity does not run out during the run.
+// did:plc identities, the service started by its CLI on a temporary database (an SQLite file,
+// or a PostgreSQL database that several nodes share), and an event with paid tiers whose
+// capacity does not run out during the run.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { Secp256k1Keypair } from '@atproto/crypto'
 import * as plc from '@did-plc/lib'
 import { Database as PlcDatabase, PlcServer } from '@did-plc/server'
+import { freePort } from './port.js'
 import { createBenchKey, mintTokens, type Alg, type BenchKey } from './tokens.js'
+
+export { freePort }
 
 export const NS = 'tickets.atmosphere'
 export const HOLD = `${NS}.createTicketHold`
 /** The most one tier may hold (the lexicon's maximum). */
-const TIER_CAPACITY = 250_000
-
-export async function freePort(): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
+export const TIER_CAPACITY = 250_000
 
 export interface Plc {
   url: string
@@ -71,6 +65,7 @@ export interface Service {
 /**
  * `node dist/src/bin.js`, as users start it, configured only by ATM_* variables (the caller's
  * own ATM_* stay out); `workers` unset leaves ATM_WORKERS at its default, the number of CPUs.
+ * `env` adds ATM_* settings (a PostgreSQL node's database URL, the service DID it shares).
  */
 export async function startService(opts: {
   root: string
@@ -80,8 +75,10 @@ export async function startService(opts: {
   workers?: number
   /** Writes a CPU profile of every service process into this directory. */
   profileDir?: string
+  port?: number
+  env?: Record<string, string>
 }): Promise<Service> {
-  const port = await freePort()
+  const port = opts.port ?? (await freePort())
   const url = `http://127.0.0.1:${port}`
   const env: Record<string, string> = Object.fromEntries(
     Object.entries(process.env).filter((entry): entry is [string, string] => !entry[0].startsWith('ATM_') && entry[1] !== undefined),
@@ -92,6 +89,7 @@ export async function startService(opts: {
     ATM_PLC_URL: opts.plcUrl,
     ATM_DEV_MODE: 'true',
     ATM_ADMIN_PASSWORD: opts.adminPassword,
+    ...opts.env,
   })
   if (opts.workers !== undefined) env.ATM_WORKERS = String(opts.workers)
   if (opts.profileDir) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${opts.profileDir}`.trim()
@@ -117,7 +115,7 @@ export async function startService(opts: {
   }
   return {
     url,
-    serviceDid: `did:web:localhost%3A${port}`,
+    serviceDid: env.ATM_SERVICE_DID ?? `did:web:localhost%3A${port}`,
     process: child,
     output: () => output,
     async stop() {
@@ -133,6 +131,72 @@ export async function startService(opts: {
       await exited
       clearTimeout(timer)
     },
+  }
+}
+
+export type Backend = 'sqlite' | 'postgres'
+
+/** One service as its clients see it: one node, or several nodes sharing one PostgreSQL database. */
+export interface Deployment {
+  backend: Backend
+  nodes: Service[]
+  /** The DID every node answers to: the `aud` of every token. */
+  serviceDid: string
+  output(): string
+  stop(): Promise<void>
+}
+
+/**
+ * SQLite: one service on a new file in `dir`. PostgreSQL: `nodes` services on `databaseUrl`
+ * (a new, empty database), each on a port of its own, all with the first one's service DID and
+ * public URL, as nodes behind one load balancer would be. The first starts alone (it migrates
+ * the database and creates the signing key there), the others then together.
+ */
+export async function startDeployment(opts: {
+  backend: Backend
+  nodes: number
+  root: string
+  dir: string
+  plcUrl: string
+  adminPassword: string
+  workers?: number
+  profileDir?: string
+  databaseUrl?: string
+  /** ATM_PG_POOL_SIZE of every node; unset leaves the service's default. */
+  poolSize?: number
+}): Promise<Deployment> {
+  const base = { root: opts.root, dir: opts.dir, plcUrl: opts.plcUrl, adminPassword: opts.adminPassword, workers: opts.workers, profileDir: opts.profileDir }
+  const nodes: Service[] = []
+  const stop = async () => {
+    await Promise.all(nodes.map((node) => node.stop().catch(() => undefined)))
+  }
+  try {
+    if (opts.backend === 'sqlite') {
+      nodes.push(await startService(base))
+    } else {
+      const port = await freePort()
+      const env: Record<string, string> = {
+        ATM_DATABASE_URL: opts.databaseUrl!,
+        ATM_SERVICE_DID: `did:web:localhost%3A${port}`,
+        ATM_PUBLIC_URL: `http://localhost:${port}`,
+      }
+      if (opts.poolSize !== undefined) env.ATM_PG_POOL_SIZE = String(opts.poolSize)
+      nodes.push(await startService({ ...base, port, env }))
+      const others = await Promise.allSettled(Array.from({ length: opts.nodes - 1 }, () => startService({ ...base, env })))
+      for (const started of others) if (started.status === 'fulfilled') nodes.push(started.value)
+      const failed = others.find((started) => started.status === 'rejected')
+      if (failed) throw failed.reason
+    }
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  return {
+    backend: opts.backend,
+    nodes,
+    serviceDid: nodes[0]!.serviceDid,
+    output: () => nodes.map((node, index) => `node ${index + 1}:\n${node.output()}`).join('\n'),
+    stop,
   }
 }
 
@@ -156,14 +220,14 @@ export interface BenchApp {
 
 /**
  * Registers one app per token algorithm, signs the organizer in (test payments), and gives
- * each app an event with paid tiers holding at least `holds` single-ticket holds in all.
+ * each app an event with `tiers` paid tiers of TIER_CAPACITY seats each.
  */
 export async function prepareApps(
   service: Service,
   plcUrl: string,
   adminPassword: string,
   algs: Alg[],
-  holds: number,
+  tiers: number,
 ): Promise<BenchApp[]> {
   const bearer = (who: BenchIdentity, nsid: string) => `Bearer ${mintTokens(who.key, who.did, service.serviceDid, nsid, 1)[0]}`
   const basic = `Basic ${Buffer.from(`admin:${adminPassword}`).toString('base64')}`
@@ -181,7 +245,7 @@ export async function prepareApps(
     }, bearer(identity, `${NS}.createTicketEvent`))
     const eventId = event.event.id as string
     const tierIds: string[] = []
-    for (let index = 0; index < Math.max(1, Math.ceil(holds / TIER_CAPACITY)); index++) {
+    for (let index = 0; index < tiers; index++) {
       const tier = await call(service, `${NS}.createTicketTier`, {
         organizerDid: organizer.did,
         event: { eventId },
