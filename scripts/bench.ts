@@ -326,6 +326,12 @@ function formatTable(rows: Row[]): string {
   ]))
 }
 
+/** A share in whole percent, with a decimal below 10% (PostgreSQL's runs here are 1% or 2% of node:http). */
+function percentOf(value: number, whole: number): string {
+  const percent = (value / whole) * 100
+  return `${num(percent, percent < 10 ? 1 : 0)}%`
+}
+
 /** The runs side by side: what the comparison between the backends, node counts and shapes reads from. */
 function formatComparison(runs: EndToEnd[], bareHttpPerSecond: number, processes: number): string {
   const header = ['createTicketHold', 'nodes × workers', 'tiers', 'holds/s', 'p50 ms', 'p99 ms', '% of node:http', 'service CPU ms each', 'database CPU ms each', 'errors']
@@ -336,7 +342,7 @@ function formatComparison(runs: EndToEnd[], bareHttpPerSecond: number, processes
     num(run.load.perSecond),
     num(run.load.p50Ms, 2),
     num(run.load.p99Ms, 2),
-    `${num((run.load.perSecond / bareHttpPerSecond) * 100)}%`,
+    percentOf(run.load.perSecond, bareHttpPerSecond),
     num((run.usage.cpuSeconds * 1000) / run.load.ok, 3),
     run.databaseUsage ? num((run.databaseUsage.cpuSeconds * 1000) / run.load.ok, 3) : '',
     String(run.load.errors),
