@@ -48,9 +48,25 @@ async function laneOf(path: string, linesBefore: number): Promise<unknown> {
   return lines()[0]!.lane
 }
 
+/**
+ * The number of log lines once no more have arrived for a while: the lines of requests sent
+ * before (a burst of them, say) may still be on their way through the pipe, and must not be
+ * counted as this request's.
+ */
+async function settledLogLength(): Promise<number> {
+  let length = world.service.jsonLogs().length
+  for (let attempt = 0; attempt < 50; attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const now = world.service.jsonLogs().length
+    if (now === length) return now
+    length = now
+  }
+  return length
+}
+
 /** `post`, and checks that the lane that served it is the one that should have. */
 async function postVia(lane: 'direct' | 'express', path: string, headers: Record<string, string>, body: string, framing: 'length' | 'chunked'): Promise<Answer> {
-  const linesBefore = world.service.jsonLogs().length
+  const linesBefore = await settledLogLength()
   const answer = await post(path, headers, body, framing)
   expect(await laneOf(path, linesBefore), `${framing} ${path}`).toBe(lane)
   return answer
